@@ -1,0 +1,257 @@
+"""The public ``Broadcast`` class: broadcaster's API over a shared, supervised connection."""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+from typing import Any, Generic, Literal, TypeVar, overload
+
+import anyio
+import anyio.lowlevel
+
+from ._errors import ConfigurationError, InvalidChannel, InvalidMessage, NotConnectedError
+from ._events import Event, Gap, Health
+from ._hub import GapCallback, Hub, Settings, open_hub
+from ._registry import Backbone, default_registry
+from ._subscriber import Subscriber
+from ._url import BackboneURL
+
+__all__ = ["Broadcast", "Subscription"]
+
+ENV_VAR = "OPAL_BROADCAST_URI"
+
+_T = TypeVar("_T", Event, "Event | Gap")
+_B = TypeVar("_B", bound="Broadcast")
+
+
+class Broadcast:
+    """A broadcast channel over the backbone named by ``url``.
+
+    Drop-in for ``broadcaster.Broadcast``::
+
+        async with Broadcast("redis://localhost:6379") as broadcast:
+            async with broadcast.subscribe("updates") as subscriber:
+                await broadcast.publish("updates", "hello")
+                event = await subscriber.get()   # Event(channel='updates', message='hello')
+
+    Creating one does no I/O. Every ``Broadcast`` on the same URL (and options) in one process and
+    event loop shares one backbone connection, reference-counted, so a new instance per publish
+    costs almost nothing while another instance holds the connection.
+
+    ``backend``: a plugin object, or the name/distribution of an installed plugin, to use instead
+    of looking the scheme up. ``on_gap``: called with a :class:`Gap` whenever the connection is lost
+    (messages may have been missed). ``max_queue``: default bound of each subscriber's queue.
+    ``share_connection=False`` gives this instance a connection of its own (tests, benchmarks).
+    Other keyword ``options`` go to the backbone's plugin, which refuses unknown ones.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        backend: object | str | None = None,
+        on_gap: GapCallback | None = None,
+        connect_timeout: float = 10.0,
+        publish_timeout: float = 5.0,
+        probe_interval: float = 5.0,
+        probe_timeout: float = 5.0,
+        reconnect_max_delay: float = 5.0,
+        max_queue: int = 10_000,
+        share_connection: bool = True,
+        **options: Any,
+    ) -> None:
+        self._url = BackboneURL.parse(url)
+        self._backend = backend
+        self._on_gap = on_gap
+        self._publish_timeout = publish_timeout
+        self._max_queue = max_queue
+        self._options = options
+        self._settings = Settings(
+            connect_timeout=connect_timeout,
+            probe_interval=probe_interval,
+            probe_timeout=probe_timeout,
+            reconnect_max_delay=reconnect_max_delay,
+        )
+        self._share = True if share_connection else object()
+        self._hub: Hub | None = None
+        self._subscribers: set[Subscriber[Any]] = set()
+
+    @classmethod
+    def from_env(cls, variable: str = ENV_VAR, **kwargs: Any) -> Broadcast:
+        """A ``Broadcast`` on the URL in the environment variable (``OPAL_BROADCAST_URI``)."""
+        url = os.environ.get(variable, "").strip()
+        if not url:
+            raise ConfigurationError(
+                f"The environment variable {variable} is not set: set it to the broadcast URL, "
+                "for example memory:// or redis://localhost:6379."
+            )
+        return cls(url, **kwargs)
+
+    @property
+    def url(self) -> str:
+        """The URL with its password masked."""
+        return str(self._url)
+
+    @property
+    def is_connected(self) -> bool:
+        """True between ``connect()`` and ``disconnect()``."""
+        return self._hub is not None
+
+    def health(self) -> Health:
+        """A snapshot of the shared connection: state, reconnects, gaps, last error."""
+        return self._require_hub().health()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open (or join) the shared connection. Idempotent. Raises typed errors, promptly."""
+        if self._hub is not None:
+            return
+        backbone = self._resolve()
+        key = (
+            anyio.lowlevel.current_token().native_token,
+            self._url.reveal(),
+            backbone.name,
+            self._settings,
+            _freeze(self._options),
+            self._share,
+        )
+        self._hub = await open_hub(
+            key,
+            lambda: Hub(key, self._url, backbone, self._options, self._settings),
+            self._on_gap,
+        )
+
+    async def disconnect(self) -> None:
+        """Leave the shared connection; end this instance's subscriptions. Idempotent, never raises."""
+        hub, self._hub = self._hub, None
+        if hub is None:
+            return
+        for subscriber in list(self._subscribers):
+            subscriber.close()
+        self._subscribers.clear()
+        await hub.release(self._on_gap)
+
+    async def __aenter__(self: _B) -> _B:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.disconnect()
+
+    # -- messages --------------------------------------------------------------------------
+
+    async def publish(self, channel: str, message: str | bytes) -> None:
+        """Send ``message`` to every subscriber of ``channel`` in every process.
+
+        Raises :class:`InvalidChannel`/:class:`InvalidMessage` before any I/O, and
+        :class:`BackboneUnavailable` within ``publish_timeout`` when the backbone is unreachable.
+        """
+        hub = self._require_hub()
+        _check_channel(channel)
+        if not isinstance(message, (str, bytes)):
+            raise InvalidMessage(
+                f"A message must be str or bytes, not {type(message).__name__}: "
+                "serialise it first (for example json.dumps)."
+            )
+        await hub.publish(channel, message, self._publish_timeout)
+
+    @overload
+    def subscribe(
+        self, channel: str, *, keep_going: Literal[False] = ..., max_queue: int | None = ...
+    ) -> Subscription[Event]: ...
+
+    @overload
+    def subscribe(
+        self, channel: str, *, keep_going: Literal[True], max_queue: int | None = ...
+    ) -> Subscription[Event | Gap]: ...
+
+    def subscribe(
+        self, channel: str, *, keep_going: bool = False, max_queue: int | None = None
+    ) -> Subscription[Any]:
+        """An async context manager whose value iterates the events of ``channel``.
+
+        The subscription is live on the backbone when the context is entered: a message published
+        after that, from any process, reaches it. At a gap (backbone lost, subscriber too slow)
+        the iteration raises :class:`SubscriptionGap`; subscribe again to resume. With
+        ``keep_going=True`` it yields :class:`Gap` markers instead and carries on.
+        """
+        _check_channel(channel)
+        return Subscription(self, channel, keep_going, max_queue or self._max_queue)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _require_hub(self) -> Hub:
+        if self._hub is None:
+            raise NotConnectedError(
+                f"Broadcast({self.url!r}) is not connected: call 'await broadcast.connect()' "
+                "first, or use 'async with Broadcast(url) as broadcast'."
+            )
+        return self._hub
+
+    def _resolve(self) -> Backbone:
+        registry = default_registry()
+        if self._backend is None or isinstance(self._backend, str):
+            return registry.resolve(self._url.scheme, pin=self._backend)
+        return registry.adopt(self._backend)
+
+    def __repr__(self) -> str:
+        state = self._hub.health().state if self._hub is not None else "disconnected"
+        return f"Broadcast({self.url!r}, state={state!r})"
+
+
+class Subscription(Generic[_T]):
+    """``async with broadcast.subscribe(channel) as subscriber``: attaches on enter, detaches on exit.
+
+    The exit is shielded and time-boxed, so cancelling the task that reads the subscriber leaves
+    nothing behind.
+    """
+
+    def __init__(self, broadcast: Broadcast, channel: str, keep_going: bool, max_queue: int) -> None:
+        self._broadcast = broadcast
+        self._channel = channel
+        self._keep_going = keep_going
+        self._max_queue = max_queue
+        self._subscriber: Subscriber[_T] | None = None
+        self._hub: Hub | None = None
+
+    async def __aenter__(self) -> Subscriber[_T]:
+        hub = self._broadcast._require_hub()
+        subscriber: Subscriber[_T] = Subscriber(
+            self._channel,
+            max_queue=self._max_queue,
+            keep_going=self._keep_going,
+            detach=hub.detach,
+        )
+        await hub.add(subscriber, self._broadcast._settings.connect_timeout)
+        self._broadcast._subscribers.add(subscriber)
+        self._subscriber, self._hub = subscriber, hub
+        return subscriber
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        subscriber, hub = self._subscriber, self._hub
+        if subscriber is None or hub is None:
+            return
+        self._broadcast._subscribers.discard(subscriber)
+        await hub.remove(subscriber)
+
+
+def _check_channel(channel: object) -> None:
+    if not isinstance(channel, str):
+        raise InvalidChannel(f"A channel name must be a str, not {type(channel).__name__}.")
+    if not channel:
+        raise InvalidChannel("A channel name must not be empty.")
+
+
+def _freeze(options: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((name, repr(value)) for name, value in options.items()))

@@ -1,0 +1,452 @@
+"""One shared backbone connection per process, event loop and URL, and everything it owes subscribers.
+
+The hub is where the core keeps its promises for every plugin alike: one backbone subscription per
+channel fanned out to bounded local queues, timeouts on every backbone call, a liveness probe with
+a deadline, reconnection with capped exponential backoff and jitter, subscriptions restored after a
+reconnect, and every gap reported (to subscribers, to gap callbacks, to the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import anyio
+
+from ._errors import BackboneError, BackboneUnavailable, BroadcastError, UnsupportedAsyncLibrary
+from ._events import Event, Gap, Health, State
+from ._registry import Backbone
+from ._subscriber import Subscriber
+from ._system_task import SystemTask, current_async_library
+from ._url import BackboneURL
+
+__all__ = ["Hub", "Settings", "open_hub"]
+
+logger = logging.getLogger("opal_broadcast")
+
+GapCallback = Callable[[Gap], object]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Connection-wide timings (part of the sharing key: different settings, different hubs)."""
+
+    connect_timeout: float = 10.0
+    probe_interval: float = 5.0
+    probe_timeout: float = 5.0
+    reconnect_min_delay: float = 0.05
+    reconnect_max_delay: float = 5.0
+    close_timeout: float = 2.0
+
+    def backoff(self, attempt: int) -> float:
+        """Capped exponential backoff with jitter (50-100% of the step) for ``attempt`` (0-based)."""
+        step = min(self.reconnect_max_delay, self.reconnect_min_delay * 2**attempt)
+        return step * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+
+
+class _Link:
+    """The :class:`BackboneLink` handed to a plugin; inert once its connection is replaced."""
+
+    __slots__ = ("active", "hub", "resume_state")
+
+    def __init__(self, hub: Hub, resume_state: dict[str, Any]) -> None:
+        self.hub = hub
+        self.resume_state = resume_state
+        self.active = True
+
+    def deliver(self, channel: str, message: str | bytes) -> None:
+        if self.active:
+            self.hub.deliver(channel, message)
+
+    def lost(self, reason: str | BaseException) -> None:
+        if self.active:
+            self.hub.lost(self, reason)
+
+
+class _Channel:
+    __slots__ = ("live", "lock", "pending", "subscribers")
+
+    def __init__(self) -> None:
+        self.subscribers: set[Subscriber[Any]] = set()
+        self.live = False
+        self.pending = 0
+        self.lock = anyio.Lock()
+
+
+class Hub:
+    """The shared connection. Reached through :func:`open_hub`; released by :meth:`release`."""
+
+    def __init__(
+        self,
+        key: tuple[Any, ...],
+        url: BackboneURL,
+        backbone: Backbone,
+        options: dict[str, Any],
+        settings: Settings,
+    ) -> None:
+        self.key = key
+        self.url = url
+        self.backbone = backbone
+        self.options = options
+        self.settings = settings
+        self._hooks = backbone.hooks
+        self._refs = 0
+        self._lifecycle = anyio.Lock()
+        self._state: State = "closed"
+        self._connection: Any = None
+        self._link: _Link | None = None
+        self._resume_state: dict[str, Any] = {}
+        self._generation = 0
+        self._connected = anyio.Event()
+        self._lost = anyio.Event()
+        self._channels: dict[str, _Channel] = {}
+        self._callbacks: list[GapCallback] = []
+        self._supervisor: SystemTask | None = None
+        self._since = time.time()
+        self._reconnects = 0
+        self._gaps = 0
+        self._last_gap: Gap | None = None
+        self._last_error: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def acquire(self, on_gap: GapCallback | None) -> None:
+        """Count one more user, opening the connection for the first."""
+        async with self._lifecycle:
+            if self._refs == 0:
+                await self._open()
+            self._refs += 1
+            if on_gap is not None:
+                self._callbacks.append(on_gap)
+
+    async def release(self, on_gap: GapCallback | None) -> None:
+        """Count one user less, closing the connection after the last. Never raises."""
+        with anyio.CancelScope(shield=True):
+            async with self._lifecycle:
+                if on_gap is not None and on_gap in self._callbacks:
+                    self._callbacks.remove(on_gap)
+                self._refs -= 1
+                if self._refs == 0:
+                    await self._close()
+
+    async def _open(self) -> None:
+        library = current_async_library()
+        info = self.backbone.info
+        if info is not None and library not in info.async_libraries:
+            raise UnsupportedAsyncLibrary(
+                f"The {self.url.scheme}:// backbone ({self.backbone.origin}) runs on "
+                f"{' or '.join(info.async_libraries)} only, not {library}. Run it under "
+                f"{info.async_libraries[0]} (with anyio: backend={info.async_libraries[0]!r})."
+            )
+        self._state = "connecting"
+        try:
+            await self._connect_once()
+        except BaseException:
+            self._state = "closed"
+            _hubs.pop(self.key, None)
+            raise
+        _hubs[self.key] = self
+        self._mark_connected()
+        self._supervisor = SystemTask(self._supervise)
+
+    async def _close(self) -> None:
+        self._state = "closed"
+        self._connected.set()  # wake waiters: they see "closed" and raise
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with anyio.move_on_after(self.settings.close_timeout):
+                await self._supervisor.done.wait()
+            self._supervisor = None
+        await self._drop_connection()
+        self._channels.clear()
+        if _hubs.get(self.key) is self:
+            del _hubs[self.key]
+
+    async def _connect_once(self) -> None:
+        link = _Link(self, self._resume_state)
+        try:
+            with anyio.fail_after(self.settings.connect_timeout):
+                connection = await self._hooks.opal_broadcast_connect(
+                    url=self.url, options=dict(self.options), link=link
+                )
+        except BaseException as exc:
+            link.active = False
+            if isinstance(exc, TimeoutError):
+                raise BackboneUnavailable(
+                    f"Could not connect to {self.url} within {self.settings.connect_timeout:g} s. "
+                    "Check that the server is up and reachable from here."
+                ) from None
+            if isinstance(exc, Exception):
+                self.reraise(exc, "connecting to")
+            raise
+        self._generation += 1
+        self._link = link
+        self._connection = connection
+
+    async def _drop_connection(self) -> None:
+        link, connection = self._link, self._connection
+        self._link = self._connection = None
+        if link is not None:
+            link.active = False
+        if connection is None:
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.settings.close_timeout):
+            try:
+                await _maybe(self._hooks.opal_broadcast_disconnect(connection=connection))
+            except Exception as exc:
+                logger.debug("closing %s failed (ignored): %s", self.url, self.url.redact(str(exc)))
+
+    def _mark_connected(self) -> None:
+        self._state = "connected"
+        self._since = time.time()
+        self._connected.set()
+
+    # -- supervision: probing and reconnecting ------------------------------------------------
+
+    async def _supervise(self) -> None:
+        async with anyio.create_task_group() as tasks:
+            if self._hooks.opal_broadcast_probe.get_hookimpls():
+                tasks.start_soon(self._probe_forever)
+            while True:
+                await self._lost.wait()
+                await self._reconnect()
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.probe_interval)
+            link, connection = self._link, self._connection
+            if self._state != "connected" or link is None:
+                continue
+            try:
+                with anyio.fail_after(self.settings.probe_timeout):
+                    await _maybe(self._hooks.opal_broadcast_probe(connection=connection))
+            except Exception as exc:
+                why = (
+                    f"no answer within {self.settings.probe_timeout:g} s"
+                    if isinstance(exc, TimeoutError)
+                    else f"{type(exc).__name__}: {exc}"
+                )
+                self.lost(link, f"liveness probe failed ({why})")
+
+    async def _reconnect(self) -> None:
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            self._lost = anyio.Event()
+            await self._drop_connection()
+            try:
+                await self._connect_once()
+                await self._restore_subscriptions()
+            except Exception as exc:
+                self._last_error = self.url.redact(f"{type(exc).__name__}: {exc}")
+                delay = self.settings.backoff(attempt)
+                logger.info(
+                    "reconnecting to %s failed (attempt %d): %s; next try in %.2f s",
+                    self.url, attempt + 1, self._last_error, delay,
+                )
+                attempt += 1
+                await anyio.sleep(delay)
+                continue
+            if not self._lost.is_set():
+                break
+            # Lost again while restoring: go round again.
+        self._reconnects += 1
+        self._mark_connected()
+        logger.warning(
+            "reconnected to %s after %.2f s (%d attempt(s)); %d channel(s) restored",
+            self.url, time.monotonic() - started, attempt + 1, len(self._channels),
+        )
+
+    async def _restore_subscriptions(self) -> None:
+        for channel, entry in list(self._channels.items()):
+            async with entry.lock:
+                if entry.subscribers and not entry.live:
+                    with anyio.fail_after(self.settings.connect_timeout):
+                        await self._hooks.opal_broadcast_subscribe(
+                            connection=self._connection, channel=channel
+                        )
+                    entry.live = True
+
+    def lost(self, link: _Link, reason: str | BaseException) -> None:
+        """A plugin (or the probe) reports the connection gone: gap now, reconnect soon."""
+        if link is not self._link:
+            return
+        link.active = False
+        self._lost.set()
+        if self._state != "connected":
+            return  # already reconnecting: the gap is reported
+        text = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
+        text = self.url.redact(text)
+        self._state = "reconnecting"
+        self._last_error = text
+        self._connected = anyio.Event()
+        for entry in self._channels.values():
+            entry.live = False
+        logger.warning("lost the connection to %s: %s; reconnecting", self.url, text)
+        self._report_gap(Gap(None, f"connection to {self.url} lost: {text}"))
+
+    def _report_gap(self, gap: Gap) -> None:
+        self._gaps += 1
+        self._last_gap = gap
+        for entry in self._channels.values():
+            for subscriber in list(entry.subscribers):
+                subscriber.offer_gap(Gap(subscriber.channel, gap.reason, gap.missed, gap.at))
+        for callback in list(self._callbacks):
+            try:
+                callback(gap)
+            except Exception:
+                logger.exception("a gap callback raised (ignored)")
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def deliver(self, channel: str, message: str | bytes) -> None:
+        """Fan one received message out to the channel's local subscribers (never blocks)."""
+        entry = self._channels.get(channel)
+        if entry is None:
+            return
+        event = Event(channel, message)
+        for subscriber in entry.subscribers:
+            subscriber.offer(event)
+
+    async def publish(self, channel: str, message: str | bytes, timeout: float) -> None:
+        """Send through the backbone within ``timeout`` seconds or raise a typed error."""
+        try:
+            with anyio.fail_after(timeout):
+                if self._state != "connected":
+                    await self._wait_connected()
+                await self._hooks.opal_broadcast_publish(
+                    connection=self._connection, channel=channel, message=message
+                )
+        except TimeoutError:
+            raise BackboneUnavailable(self._unavailable(f"publishing timed out after {timeout:g} s"))
+        except Exception as exc:
+            self.reraise(exc, "publishing to")
+
+    async def _wait_connected(self) -> None:
+        while self._state != "connected":
+            if self._state == "closed":
+                raise BackboneUnavailable(f"The connection to {self.url} is closed.")
+            await self._connected.wait()
+
+    def _unavailable(self, what: str) -> str:
+        detail = f" Last error: {self._last_error}." if self._last_error else ""
+        return f"{self.url} is unavailable ({self._state}): {what}.{detail}"
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    async def add(self, subscriber: Subscriber[Any], timeout: float) -> None:
+        """Make the channel live on the backbone (once for all local subscribers), then attach."""
+        channel = subscriber.channel
+        entry = self._channels.get(channel)
+        if entry is None:
+            entry = self._channels[channel] = _Channel()
+        entry.pending += 1
+        try:
+            with anyio.fail_after(timeout):
+                async with entry.lock:
+                    while not entry.live:
+                        await self._wait_connected()
+                        generation = self._generation
+                        await self._hooks.opal_broadcast_subscribe(
+                            connection=self._connection, channel=channel
+                        )
+                        # A loss while subscribing leaves the new connection unsubscribed.
+                        entry.live = generation == self._generation and self._state == "connected"
+                    entry.subscribers.add(subscriber)
+        except TimeoutError:
+            raise BackboneUnavailable(
+                self._unavailable(f"subscribing to {channel!r} timed out after {timeout:g} s")
+            ) from None
+        except Exception as exc:
+            self.reraise(exc, "subscribing to")
+        finally:
+            entry.pending -= 1
+            self._forget_if_unused(channel, entry)
+
+    def detach(self, subscriber: Subscriber[Any]) -> None:
+        """Stop delivering to ``subscriber`` now (its context exit will tidy up the backbone)."""
+        entry = self._channels.get(subscriber.channel)
+        if entry is not None:
+            entry.subscribers.discard(subscriber)
+
+    async def remove(self, subscriber: Subscriber[Any]) -> None:
+        """Detach ``subscriber``; unsubscribe the backbone after the channel's last one. Never raises."""
+        channel = subscriber.channel
+        entry = self._channels.get(channel)
+        if entry is None:
+            return
+        entry.subscribers.discard(subscriber)
+        if entry.subscribers or entry.pending:
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.settings.close_timeout):
+            async with entry.lock:
+                if entry.live and not entry.subscribers and self._state == "connected":
+                    entry.live = False
+                    try:
+                        await _maybe(
+                            self._hooks.opal_broadcast_unsubscribe(
+                                connection=self._connection, channel=channel
+                            )
+                        )
+                    except Exception as exc:
+                        logger.debug("unsubscribing %r failed (ignored): %s", channel, exc)
+        self._forget_if_unused(channel, entry)
+
+    def _forget_if_unused(self, channel: str, entry: _Channel) -> None:
+        if not entry.subscribers and not entry.pending and not entry.live:
+            if self._channels.get(channel) is entry:
+                del self._channels[channel]
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        """A snapshot of this connection."""
+        return Health(
+            url=str(self.url),
+            state=self._state,
+            since=self._since,
+            reconnects=self._reconnects,
+            gaps=self._gaps,
+            last_gap=self._last_gap,
+            last_error=self._last_error,
+            channels=sum(1 for e in self._channels.values() if e.live),
+            subscribers=sum(len(e.subscribers) for e in self._channels.values()),
+        )
+
+    def reraise(self, exc: Exception, doing: str) -> NoReturn:
+        """Raise ``exc`` if it is typed and free of secrets, else a typed, masked replacement."""
+        text = str(exc)
+        leaked = self.url.redact(text) != text
+        if isinstance(exc, BroadcastError) and not leaked:
+            raise exc
+        message = f"Error {doing} {self.url}: " + self.url.redact(f"{type(exc).__name__}: {text}")
+        kind = type(exc) if isinstance(exc, BroadcastError) else BackboneError
+        try:
+            clean = kind(message)
+        except TypeError:  # an error type with a richer constructor
+            clean = BackboneError(message)
+        if leaked:
+            raise clean from None  # the cause would print the secret in a traceback
+        raise clean from exc
+
+
+async def _maybe(result: Awaitable[None] | None) -> None:
+    """Await an optional hook's result (``None`` when the plugin does not implement it)."""
+    if result is not None:
+        await result
+
+
+_hubs: dict[tuple[Any, ...], Hub] = {}
+
+
+async def open_hub(key: tuple[Any, ...], make: Callable[[], Hub], on_gap: GapCallback | None) -> Hub:
+    """The hub for ``key`` (created by ``make`` when there is none), acquired once more."""
+    hub = _hubs.get(key)
+    if hub is None:
+        hub = _hubs[key] = make()
+    await hub.acquire(on_gap)
+    return hub

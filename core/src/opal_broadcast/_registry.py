@@ -1,0 +1,276 @@
+"""Which plugin serves which scheme: entry-point discovery, explicit registration, pins.
+
+Unlike pluggy's ``load_setuptools_entrypoints``, a plugin that fails to import is recorded and
+reported instead of stopping discovery, and two plugins claiming one scheme is an error naming
+both, raised only when that scheme is used, so unrelated schemes keep working.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+
+from . import _hookspecs
+from ._errors import ConfigurationError, PluginConflict, PluginLoadError, UnknownScheme
+from ._hookspecs import PROJECT, BackboneInfo
+
+__all__ = ["Backbone", "Registry", "backbones", "default_registry", "register"]
+
+logger = logging.getLogger("opal_broadcast")
+
+ENTRY_POINT_GROUP = "opal_broadcast"
+#: Set to 1 to load no plugin from entry points (``register()`` and ``backend=`` still work).
+DISABLE_AUTOLOAD_ENV = "OPAL_BROADCAST_DISABLE_PLUGIN_AUTOLOAD"
+#: ``scheme=distribution[,scheme=distribution]``: which plugin wins when several claim a scheme.
+PIN_ENV = "OPAL_BROADCAST_PIN"
+
+REQUIRED_HOOKS = ("opal_broadcast_connect", "opal_broadcast_publish", "opal_broadcast_subscribe")
+
+#: First-party plugins, so an unknown-scheme error can name the exact ``pip install``.
+FIRST_PARTY = {
+    "redis": "opal-broadcast-redis",
+    "rediss": "opal-broadcast-redis",
+    "unix": "opal-broadcast-redis",
+    "postgres": "opal-broadcast-postgres",
+    "postgresql": "opal-broadcast-postgres",
+    "kafka": "opal-broadcast-kafka",
+}
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One plugin as the registry knows it: loaded (``hooks`` set) or failed (``error`` set)."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    info: BackboneInfo | None
+    error: BaseException | None
+    hooks: Any = None  # the plugin's own pluggy HookRelay: calls reach this plugin only
+
+    @property
+    def origin(self) -> str:
+        """``distribution version`` for messages, or where it came from."""
+        if self.distribution:
+            return f"{self.distribution} {self.version or ''}".strip()
+        return f"{self.name} (registered in-process)"
+
+
+class Registry:
+    """Plugins by scheme. The process uses :func:`default_registry`; tests may build their own."""
+
+    def __init__(self, *, autoload: bool = True) -> None:
+        self._lock = threading.Lock()
+        self._loaded = not autoload
+        self._entry_point_backbones: list[Backbone] = []
+        self._registered: list[Backbone] = []
+        self._adopted: dict[int, tuple[object, Backbone]] = {}
+
+    def register(self, plugin: object, *, name: str | None = None) -> Backbone:
+        """Register ``plugin`` in-process; it wins over entry-point plugins for its schemes."""
+        backbone = _load(plugin, name=name or _plugin_name(plugin), distribution=None, version=None)
+        if backbone.error is not None:
+            raise PluginLoadError(
+                f"Plugin {backbone.name!r} is invalid: {backbone.error}"
+            ) from backbone.error
+        assert backbone.info is not None
+        with self._lock:
+            for other in self._registered:
+                assert other.info is not None
+                taken = set(other.info.schemes) & set(backbone.info.schemes)
+                if taken:
+                    raise PluginConflict(
+                        f"Plugin {backbone.name!r} claims {_schemes(taken)}, already registered "
+                        f"in-process by {other.name!r}. Unregister one."
+                    )
+            self._registered.append(backbone)
+        return backbone
+
+    def adopt(self, plugin: object) -> Backbone:
+        """The backbone for a plugin object passed as ``Broadcast(url, backend=plugin)``."""
+        cached = self._adopted.get(id(plugin))
+        if cached is not None and cached[0] is plugin:
+            return cached[1]
+        backbone = _load(plugin, name=_plugin_name(plugin), distribution=None, version=None)
+        if backbone.error is not None:
+            raise PluginLoadError(
+                f"The backend {backbone.name!r} is not a valid plugin: {backbone.error}"
+            ) from backbone.error
+        self._adopted[id(plugin)] = (plugin, backbone)
+        return backbone
+
+    def unregister(self, backbone: Backbone) -> None:
+        """Remove a plugin added with :meth:`register`."""
+        with self._lock:
+            self._registered.remove(backbone)
+
+    def backbones(self) -> list[Backbone]:
+        """Every plugin known, loaded or failed, in-process ones first."""
+        self._autoload()
+        return [*self._registered, *self._entry_point_backbones]
+
+    def schemes(self) -> list[str]:
+        """Every scheme some loaded plugin serves."""
+        return sorted({s for b in self.backbones() if b.info for s in b.info.schemes})
+
+    def resolve(self, scheme: str, pin: str | None = None) -> Backbone:
+        """The one plugin that serves ``scheme``; ``pin`` (distribution or name) picks among many."""
+        pin = pin or _pins().get(scheme)
+        for backbone in self._registered:
+            if backbone.info and scheme in backbone.info.schemes and pin in (None, backbone.name):
+                return backbone
+        self._autoload()
+        claims = [
+            b for b in self._entry_point_backbones if b.info and scheme in b.info.schemes
+        ]
+        if pin is not None:
+            pinned = [b for b in claims if pin in (b.name, b.distribution)]
+            if not pinned:
+                raise ConfigurationError(
+                    f"The plugin pinned for {scheme}:// ({pin!r}) is not installed or does not "
+                    f"serve {scheme}://. Plugins serving it: "
+                    f"{', '.join(b.origin for b in claims) or 'none'}."
+                )
+            claims = pinned
+        if len(claims) == 1:
+            return claims[0]
+        if claims:
+            names = " and ".join(b.origin for b in claims)
+            raise PluginConflict(
+                f"Several installed plugins claim {scheme}://: {names}. Uninstall one, or pin "
+                f"one: set {PIN_ENV}='{scheme}={claims[0].distribution}', or pass "
+                f"Broadcast(url, backend='{claims[0].distribution}')."
+            )
+        self._raise_missing(scheme)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _raise_missing(self, scheme: str) -> None:
+        for failed in self._entry_point_backbones:
+            if failed.error is not None and (
+                failed.name == scheme or failed.distribution == FIRST_PARTY.get(scheme)
+            ):
+                raise PluginLoadError(
+                    f"The plugin for {scheme}:// ({failed.origin}) is installed but failed to "
+                    f"load: {type(failed.error).__name__}: {failed.error}. Reinstall it or "
+                    "check its dependencies."
+                ) from failed.error
+        installed = tuple(self.schemes())
+        parts = [f"No broadcast backbone is installed for {scheme}://."]
+        if scheme in FIRST_PARTY:
+            parts.append(f"Install it: pip install {FIRST_PARTY[scheme]}.")
+        else:
+            close = difflib.get_close_matches(scheme, {*installed, *FIRST_PARTY}, n=1)
+            if close:
+                parts.append(f"Did you mean {close[0]}://?")
+        parts.append(f"Installed: {', '.join(installed) or 'none'}.")
+        broken = [b for b in self._entry_point_backbones if b.error is not None]
+        if broken:
+            parts.append(
+                "Plugins that failed to load: "
+                + ", ".join(f"{b.origin} ({type(b.error).__name__})" for b in broken)
+                + "."
+            )
+        raise UnknownScheme(" ".join(parts), scheme=scheme, installed=installed)
+
+    def _autoload(self) -> None:
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded:
+                return
+            self._entry_point_backbones = [
+                _load_entry_point(ep) for ep in entry_points(group=ENTRY_POINT_GROUP)
+            ]
+            self._loaded = True
+        for backbone in self._entry_point_backbones:
+            if backbone.error is not None:
+                logger.warning(
+                    "opal-broadcast plugin %s failed to load: %s: %s",
+                    backbone.origin,
+                    type(backbone.error).__name__,
+                    backbone.error,
+                )
+
+
+def _load_entry_point(ep: EntryPoint) -> Backbone:
+    dist = ep.dist
+    distribution = dist.metadata["Name"] if dist is not None else None
+    version = dist.version if dist is not None else None
+    try:
+        plugin = ep.load()
+    except Exception as exc:  # a broken plugin must never break the others
+        return Backbone(ep.name, distribution, version, None, exc)
+    return _load(plugin, name=ep.name, distribution=distribution, version=version)
+
+
+def _load(plugin: object, *, name: str, distribution: str | None, version: str | None) -> Backbone:
+    manager = pluggy.PluginManager(PROJECT)
+    manager.add_hookspecs(_hookspecs)
+    try:
+        manager.register(plugin, name=name)
+        info = manager.hook.opal_broadcast_backbone()
+        if not isinstance(info, BackboneInfo) or not info.schemes:
+            raise TypeError(
+                "opal_broadcast_backbone() must return a BackboneInfo naming at least one scheme, "
+                f"not {info!r}"
+            )
+        for required in REQUIRED_HOOKS:
+            if not getattr(manager.hook, required).get_hookimpls():
+                raise TypeError(f"the plugin implements no {required} hook")
+    except Exception as exc:
+        return Backbone(name, distribution, version, None, exc)
+    return Backbone(name, distribution, version, info, None, manager.hook)
+
+
+def _plugin_name(plugin: object) -> str:
+    return str(getattr(plugin, "__name__", None) or type(plugin).__name__)
+
+
+def _schemes(schemes: set[str]) -> str:
+    return ", ".join(f"{s}://" for s in sorted(schemes))
+
+
+def _pins() -> dict[str, str]:
+    text = os.environ.get(PIN_ENV, "")
+    pins = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        scheme, sep, target = item.partition("=")
+        if not sep or not scheme.strip() or not target.strip():
+            raise ConfigurationError(
+                f"{PIN_ENV}={text!r} is malformed: expected 'scheme=distribution[,...]'."
+            )
+        pins[scheme.strip().lower()] = target.strip()
+    return pins
+
+
+_default: Registry | None = None
+
+
+def default_registry() -> Registry:
+    """The process-wide registry (entry points loaded on first use unless disabled)."""
+    global _default
+    if _default is None:
+        autoload = os.environ.get(DISABLE_AUTOLOAD_ENV, "").lower() not in {"1", "true", "yes"}
+        registry = Registry(autoload=autoload)
+        from . import _memory
+
+        registry.register(_memory, name="memory")
+        _default = registry
+    return _default
+
+
+def register(plugin: object, *, name: str | None = None) -> Backbone:
+    """Register a backbone plugin in this process (no entry point needed)."""
+    return default_registry().register(plugin, name=name)
+
+
+def backbones() -> list[Backbone]:
+    """Every backbone plugin this process knows, loaded or failed."""
+    return default_registry().backbones()

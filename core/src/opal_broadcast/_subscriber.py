@@ -1,0 +1,144 @@
+"""One local subscriber: a bounded queue the shared reader fills without ever waiting.
+
+Overflow policy: when the queue is full, new messages for this subscriber are dropped and
+counted (the others are unaffected). A default subscriber then ends with
+:class:`SubscriberOverflow` naming the count once it has read what was queued. A subscriber that
+opted in to keep going receives a :class:`Gap` marker with the count instead, then new messages.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar, cast
+
+import anyio
+
+from ._errors import NotConnectedError, SubscriberOverflow, SubscriptionGap
+from ._events import Event, Gap
+
+__all__ = ["Subscriber"]
+
+_T = TypeVar("_T", Event, "Event | Gap")
+
+
+class Subscriber(Generic[_T]):
+    """An async iterator of :class:`Event` from one channel (the value of ``b.subscribe()``).
+
+    Iterate it with ``async for event in subscriber`` or call ``await subscriber.get()``. At a gap
+    (backbone lost, or this subscriber fell behind) a default subscriber raises
+    :class:`SubscriptionGap` after the messages received before it; ``gap`` then says what
+    happened. With ``keep_going=True`` it yields :class:`Gap` markers in-band and continues.
+    """
+
+    __slots__ = (
+        "_detach",
+        "_items",
+        "_closed",
+        "_missed",
+        "_waiter",
+        "channel",
+        "gap",
+        "keep_going",
+        "max_queue",
+    )
+
+    def __init__(
+        self,
+        channel: str,
+        *,
+        max_queue: int,
+        keep_going: bool,
+        detach: Callable[[Subscriber[_T]], None],
+    ) -> None:
+        self.channel = channel
+        self.max_queue = max_queue
+        self.keep_going = keep_going
+        #: The gap that ended this subscription (default mode), or ``None``.
+        self.gap: Gap | None = None
+        self._items: deque[Event | Gap] = deque()
+        self._missed = 0
+        self._closed = False
+        self._waiter: anyio.Event | None = None
+        self._detach = detach
+
+    # Called by the hub, synchronously, from the backbone's reader. Never blocks.
+    def offer(self, event: Event) -> None:
+        """Queue ``event``, or count it as missed when the queue is full."""
+        if self._missed or len(self._items) >= self.max_queue:
+            # Drop until the queue has been read empty, so the count stays exact.
+            self._missed += 1
+            return
+        self._items.append(event)
+        self._wake()
+
+    def offer_gap(self, gap: Gap) -> None:
+        """Queue a gap marker (always accepted: a gap must never be dropped)."""
+        if not self.keep_going:
+            self._detach(self)
+        self._items.append(gap)
+        self._wake()
+
+    def close(self) -> None:
+        """End the iteration once queued events are read (its ``Broadcast`` disconnected)."""
+        self._detach(self)
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.set()
+            self._waiter = None
+
+    async def get(self) -> _T:
+        """The next event; a :class:`Gap` only when ``keep_going`` is set.
+
+        Raises :class:`SubscriptionGap` (or :class:`SubscriberOverflow`) at a gap otherwise, and
+        :class:`NotConnectedError` once the ``Broadcast`` has disconnected and the queue is read.
+        Cancelling a waiting ``get()`` loses nothing.
+        """
+        while True:
+            if self.gap is not None:
+                raise _error_for(self.gap)
+            if self._items:
+                item = self._items.popleft()
+                if isinstance(item, Gap) and not self.keep_going:
+                    self.gap = item
+                    continue
+                return cast("_T", item)
+            if self._missed:
+                missed, self._missed = self._missed, 0
+                gap = Gap(
+                    self.channel,
+                    f"this subscriber fell behind: its queue of {self.max_queue} was full",
+                    missed,
+                )
+                if not self.keep_going:
+                    self._detach(self)
+                    self.gap = gap
+                    continue
+                return cast("_T", gap)
+            if self._closed:
+                raise NotConnectedError(
+                    f"The subscription to {self.channel!r} ended: its Broadcast disconnected."
+                )
+            waiter = self._waiter = anyio.Event()
+            await waiter.wait()
+
+    def __aiter__(self) -> Subscriber[_T]:
+        return self
+
+    async def __anext__(self) -> _T:
+        try:
+            return await self.get()
+        except NotConnectedError:
+            if self._closed:
+                raise StopAsyncIteration from None
+            raise
+
+    def __repr__(self) -> str:
+        return f"<Subscriber channel={self.channel!r} queued={len(self._items)}>"
+
+
+def _error_for(gap: Gap) -> SubscriptionGap:
+    return SubscriberOverflow(gap) if gap.missed is not None else SubscriptionGap(gap)
