@@ -212,7 +212,9 @@ class Subscription(Generic[_T]):
     nothing behind.
     """
 
-    def __init__(self, broadcast: Broadcast, channel: str, keep_going: bool, max_queue: int) -> None:
+    def __init__(
+        self, broadcast: Broadcast, channel: str, keep_going: bool, max_queue: int
+    ) -> None:
         self._broadcast = broadcast
         self._channel = channel
         self._keep_going = keep_going

@@ -44,8 +44,8 @@ class Settings:
 
     def backoff(self, attempt: int) -> float:
         """Capped exponential backoff with jitter (50-100% of the step) for ``attempt`` (0-based)."""
-        step = min(self.reconnect_max_delay, self.reconnect_min_delay * 2**attempt)
-        return step * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+        step = min(self.reconnect_max_delay, self.reconnect_min_delay * 2.0**attempt)
+        return step * random.uniform(0.5, 1.0)
 
 
 class _Link:
@@ -246,7 +246,10 @@ class Hub:
                 delay = self.settings.backoff(attempt)
                 logger.info(
                     "reconnecting to %s failed (attempt %d): %s; next try in %.2f s",
-                    self.url, attempt + 1, self._last_error, delay,
+                    self.url,
+                    attempt + 1,
+                    self._last_error,
+                    delay,
                 )
                 attempt += 1
                 await anyio.sleep(delay)
@@ -258,7 +261,10 @@ class Hub:
         self._mark_connected()
         logger.warning(
             "reconnected to %s after %.2f s (%d attempt(s)); %d channel(s) restored",
-            self.url, time.monotonic() - started, attempt + 1, len(self._channels),
+            self.url,
+            time.monotonic() - started,
+            attempt + 1,
+            sum(1 for entry in self._channels.values() if entry.live),
         )
 
     async def _restore_subscriptions(self) -> None:
@@ -322,7 +328,9 @@ class Hub:
                     connection=self._connection, channel=channel, message=message
                 )
         except TimeoutError:
-            raise BackboneUnavailable(self._unavailable(f"publishing timed out after {timeout:g} s"))
+            raise BackboneUnavailable(
+                self._unavailable(f"publishing timed out after {timeout:g} s")
+            ) from None
         except Exception as exc:
             self.reraise(exc, "publishing to")
 
@@ -397,9 +405,9 @@ class Hub:
         self._forget_if_unused(channel, entry)
 
     def _forget_if_unused(self, channel: str, entry: _Channel) -> None:
-        if not entry.subscribers and not entry.pending and not entry.live:
-            if self._channels.get(channel) is entry:
-                del self._channels[channel]
+        unused = not entry.subscribers and not entry.pending and not entry.live
+        if unused and self._channels.get(channel) is entry:
+            del self._channels[channel]
 
     # -- reporting --------------------------------------------------------------------------
 
@@ -443,7 +451,9 @@ async def _maybe(result: Awaitable[None] | None) -> None:
 _hubs: dict[tuple[Any, ...], Hub] = {}
 
 
-async def open_hub(key: tuple[Any, ...], make: Callable[[], Hub], on_gap: GapCallback | None) -> Hub:
+async def open_hub(
+    key: tuple[Any, ...], make: Callable[[], Hub], on_gap: GapCallback | None
+) -> Hub:
     """The hub for ``key`` (created by ``make`` when there is none), acquired once more."""
     hub = _hubs.get(key)
     if hub is None:

@@ -69,7 +69,9 @@ async def opal_broadcast_disconnect(connection: _Connection) -> None:
 
 
 @hookimpl
-async def opal_broadcast_publish(connection: _Connection, channel: str, message: str | bytes) -> None:
+async def opal_broadcast_publish(
+    connection: _Connection, channel: str, message: str | bytes
+) -> None:
     bus = connection.bus
     if bus.down or connection not in bus.connections:
         raise BackboneUnavailable(f"memory://{connection.name} is down (simulated outage).")

@@ -127,9 +127,7 @@ class Registry:
             if backbone.info and scheme in backbone.info.schemes and pin in (None, backbone.name):
                 return backbone
         self._autoload()
-        claims = [
-            b for b in self._entry_point_backbones if b.info and scheme in b.info.schemes
-        ]
+        claims = [b for b in self._entry_point_backbones if b.info and scheme in b.info.schemes]
         if pin is not None:
             pinned = [b for b in claims if pin in (b.name, b.distribution)]
             if not pinned:
@@ -142,6 +140,7 @@ class Registry:
         if len(claims) == 1:
             return claims[0]
         if claims:
+            claims.sort(key=lambda b: b.origin)
             names = " and ".join(b.origin for b in claims)
             raise PluginConflict(
                 f"Several installed plugins claim {scheme}://: {names}. Uninstall one, or pin "

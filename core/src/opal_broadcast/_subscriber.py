@@ -32,9 +32,9 @@ class Subscriber(Generic[_T]):
     """
 
     __slots__ = (
+        "_closed",
         "_detach",
         "_items",
-        "_closed",
         "_missed",
         "_waiter",
         "channel",
@@ -60,7 +60,7 @@ class Subscriber(Generic[_T]):
         self._missed = 0
         self._closed = False
         self._waiter: anyio.Event | None = None
-        self._detach = detach
+        self._detach: Callable[[Subscriber[_T]], None] = detach
 
     # Called by the hub, synchronously, from the backbone's reader. Never blocks.
     def offer(self, event: Event) -> None:
@@ -105,7 +105,7 @@ class Subscriber(Generic[_T]):
                 if isinstance(item, Gap) and not self.keep_going:
                     self.gap = item
                     continue
-                return cast("_T", item)
+                return item  # type: ignore[return-value]  # an Event, or a Gap when keep_going
             if self._missed:
                 missed, self._missed = self._missed, 0
                 gap = Gap(

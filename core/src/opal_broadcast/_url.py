@@ -157,7 +157,7 @@ def take_options(
 
 def _split(raw: str) -> tuple[str, str | None, str, str]:
     """``scheme://[userinfo@]hostlist<rest>`` -> (scheme, userinfo or None, hostlist, rest)."""
-    scheme, sep, after = raw.partition("://")
+    scheme, _, after = raw.partition("://")
     cut = min((i for i in (after.find(c) for c in "/?#") if i >= 0), default=len(after))
     netloc, rest = after[:cut], after[cut:]
     userinfo, at, hostlist = netloc.rpartition("@")

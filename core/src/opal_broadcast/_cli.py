@@ -1,0 +1,196 @@
+"""``opal-broadcast``: inspect plugins, check a backbone, publish, listen, and run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import anyio
+
+from ._broadcast import ENV_VAR, Broadcast
+from ._errors import BroadcastError, ConfigurationError
+from ._registry import default_registry
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_BACKBONE, EXIT_CONFIG = 0, 1, 2
+
+_EPILOG = f"""\
+URL arguments default to ${ENV_VAR}. Exit status: 0 ok, 1 the backbone failed,
+2 the URL, options or installed plugins are wrong.
+
+examples:
+  opal-broadcast backends
+  opal-broadcast check "${ENV_VAR}"
+  opal-broadcast listen redis://localhost:6379 EventNotifier
+  opal-broadcast publish redis://localhost:6379 EventNotifier '{{"hello": 1}}'
+  opal-broadcast demo
+"""
+
+
+def _url_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "url",
+        nargs="?",
+        default=os.environ.get(ENV_VAR),
+        help=f"broadcast URL, e.g. redis://localhost:6379 (default: ${ENV_VAR})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for the docs and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="opal-broadcast",
+        description="Broadcast channel for OPAL server: check backbones, publish, listen, demo.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the library does")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    commands.add_parser(
+        "backends",
+        help="list installed backbones: scheme, distribution, version, status",
+        description="List every backbone plugin found, including those that failed to load.",
+    )
+
+    check = commands.add_parser(
+        "check",
+        help="connect, subscribe, publish to itself, report the round-trip time",
+        description="What to run against OPAL_BROADCAST_URI when something looks wrong: "
+        "connects, subscribes to a private channel, publishes to it and waits for the message.",
+    )
+    _url_argument(check)
+    check.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+
+    publish = commands.add_parser(
+        "publish", help="publish one message", description="Publish one message."
+    )
+    _url_argument(publish)
+    publish.add_argument("channel")
+    publish.add_argument("message")
+
+    listen = commands.add_parser(
+        "listen",
+        help="print events of a channel as they arrive (Ctrl-C exits)",
+        description="Subscribe to CHANNEL and print each event as it arrives; Ctrl-C exits.",
+    )
+    _url_argument(listen)
+    listen.add_argument("channel")
+    listen.add_argument("--count", type=int, default=0, help="exit after N events (default: never)")
+
+    demo = commands.add_parser(
+        "demo",
+        help="several workers exchanging messages, with a live count and latencies",
+        description="Run workers that all publish and all receive over URL (default memory://), "
+        "then print the delivery count and latency percentiles.",
+    )
+    demo.add_argument("url", nargs="?", default="memory://demo", help="default: memory://demo")
+    demo.add_argument("--workers", type=int, default=4, help="workers (default 4)")
+    demo.add_argument("--messages", type=int, default=250, help="messages per worker (default 250)")
+    demo.add_argument(
+        "--processes",
+        action="store_true",
+        help="run each worker in its own process (real backbones)",
+    )
+    demo.add_argument("--worker-of", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if getattr(args, "url", "") is None:
+        print(f"error: give a URL or set {ENV_VAR}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        if args.command == "backends":
+            return _backends()
+        if args.command == "demo":
+            from ._demo import run_demo
+
+            return run_demo(args.url, args.workers, args.messages, args.processes, args.worker_of)
+        return int(anyio.run(_COMMANDS[args.command], args))
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except BroadcastError as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_BACKBONE
+
+
+def _backends() -> int:
+    rows = [("SCHEME", "DISTRIBUTION", "VERSION", "STATUS")]
+    for backbone in default_registry().backbones():
+        distribution = (
+            backbone.distribution or "(built in)"
+            if backbone.name == "memory"
+            else (backbone.distribution or "(in-process)")
+        )
+        if backbone.info is not None:
+            for scheme in backbone.info.schemes:
+                rows.append((scheme, distribution, backbone.version or "-", "ok"))
+        else:
+            error = f"failed: {type(backbone.error).__name__}: {backbone.error}"
+            rows.append((f"({backbone.name})", distribution, backbone.version or "-", error))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+            + "  "
+            + row[3]
+        )
+    return EXIT_OK
+
+
+async def _check(args: argparse.Namespace) -> int:
+    channel = f"opal-broadcast-check-{os.getpid()}-{time.monotonic_ns()}"
+    broadcast = Broadcast(args.url, connect_timeout=args.timeout, publish_timeout=args.timeout)
+    print(f"checking {broadcast.url}")
+    with anyio.fail_after(args.timeout * 3):
+        started = time.perf_counter()
+        async with broadcast:
+            connected = time.perf_counter()
+            print(f"  connected in {(connected - started) * 1000:.1f} ms")
+            async with broadcast.subscribe(channel) as subscriber:
+                sent = time.perf_counter()
+                await broadcast.publish(channel, "ping")
+                with anyio.fail_after(args.timeout):
+                    await subscriber.get()
+                received = time.perf_counter()
+    print(f"  round trip (publish -> subscriber) in {(received - sent) * 1000:.2f} ms")
+    print("ok")
+    return EXIT_OK
+
+
+async def _publish(args: argparse.Namespace) -> int:
+    async with Broadcast(args.url) as broadcast:
+        await broadcast.publish(args.channel, args.message)
+    return EXIT_OK
+
+
+async def _listen(args: argparse.Namespace) -> int:
+    async with Broadcast(args.url) as broadcast, broadcast.subscribe(args.channel) as subscriber:
+        print(f"listening on {args.channel!r} at {broadcast.url} (Ctrl-C to stop)", flush=True)
+        seen = 0
+        async for event in subscriber:
+            message = event.message
+            text = message if isinstance(message, str) else message.decode(errors="replace")
+            print(f"{event.channel}: {text}", flush=True)
+            seen += 1
+            if seen == args.count:
+                break
+    return EXIT_OK
+
+
+_COMMANDS = {"check": _check, "publish": _publish, "listen": _listen}

@@ -1,0 +1,33 @@
+"""Tools for testing opal-broadcast backbones: the conformance suite and memory faults.
+
+A plugin passes the conformance suite with a few lines in its own tests (pytest and anyio's
+pytest plugin, both installed with ``pip install opal-broadcast[testing]``)::
+
+    import pytest
+    from opal_broadcast.testing import BackboneConformance
+
+    class TestNatsConformance(BackboneConformance):
+        @pytest.fixture
+        def backbone_url(self):
+            return "nats://127.0.0.1:4222"
+
+        @pytest.fixture
+        def anyio_backend(self):       # only if the plugin runs on asyncio only
+            return "asyncio"
+
+        @pytest.fixture
+        def outage(self):              # optional: enables the loss-and-recovery tests
+            return MyServerOutage()    # async interrupt() and restore(), see BackboneOutage
+"""
+
+from ._conformance import BackboneConformance, BackboneOutage
+from ._memory import MemoryOutage, freeze_memory, restore_memory, simulate_memory_loss
+
+__all__ = [
+    "BackboneConformance",
+    "BackboneOutage",
+    "MemoryOutage",
+    "freeze_memory",
+    "restore_memory",
+    "simulate_memory_loss",
+]

@@ -1,0 +1,182 @@
+"""Discovery through real installed distributions (dist-info on sys.path), in a fresh process.
+
+Unlike pluggy's loader, a broken plugin is recorded and reported without breaking other schemes,
+and two distributions claiming one scheme (even under the same entry-point name) are a conflict.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+PLUGIN = """
+from opal_broadcast import BackboneInfo, hookimpl
+from opal_broadcast import _memory
+
+SCHEME = {scheme!r}
+
+@hookimpl
+def opal_broadcast_backbone():
+    return BackboneInfo(schemes=(SCHEME,), summary={summary!r})
+
+@hookimpl
+async def opal_broadcast_connect(url, options, link):
+    import {driver}  # drivers are imported at connect time, never at discovery
+    return await _memory.opal_broadcast_connect(url=url, options=options, link=link)
+
+opal_broadcast_publish = _memory.opal_broadcast_publish
+opal_broadcast_subscribe = _memory.opal_broadcast_subscribe
+"""
+
+
+def install(site, distribution, version, module, source, entry_name):
+    """Write a package and its dist-info, as pip would."""
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{distribution.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n"
+    )
+    (info / "entry_points.txt").write_text(f"[opal_broadcast]\n{entry_name} = {module}\n")
+
+
+@pytest.fixture
+def site(tmp_path):
+    install(
+        tmp_path,
+        "acme-opal-nats",
+        "1.2.0",
+        "acme_nats",
+        PLUGIN.format(scheme="nats", summary="acme", driver="acme_fake_driver"),
+        "nats",
+    )
+    (tmp_path / "acme_fake_driver.py").write_text("")
+    install(
+        tmp_path,
+        "broken-opal-plugin",
+        "0.1",
+        "broken_plugin",
+        "raise ImportError(\"No module named 'zmq'\")",
+        "zmq",
+    )
+    for distribution, version, summary in (("dup-one", "1.0", "one"), ("dup-two", "2.0", "two")):
+        install(
+            tmp_path,
+            distribution,
+            version,
+            distribution.replace("-", "_"),
+            PLUGIN.format(scheme="dup", summary=summary, driver="json"),
+            "dup",
+        )
+    return tmp_path
+
+
+SCRIPT = """
+import json, sys, anyio
+import opal_broadcast
+from opal_broadcast import Broadcast, BroadcastError
+
+async def attempt(url, **kw):
+    try:
+        async with Broadcast(url, **kw) as b, b.subscribe("c") as s:
+            await b.publish("c", "hi")
+            return {"ok": (await s.get()).message, "summary": b._hub.backbone.info.summary}
+    except BroadcastError as exc:
+        cause = exc.__cause__
+        return {"error": type(exc).__name__, "message": str(exc),
+                "cause": type(cause).__name__ if cause else None}
+
+async def main():
+    out = {"driver_before": "acme_fake_driver" in sys.modules}
+    for url in sys.argv[1:]:
+        out[url] = await attempt(url)
+    out["pinned"] = await attempt("dup://x", backend="dup-two")
+    out["driver_after"] = "acme_fake_driver" in sys.modules
+    print(json.dumps(out))
+
+anyio.run(main)
+"""
+
+
+def run(site, *args, env=None, script=SCRIPT):
+    environment = {**os.environ, "PYTHONPATH": str(site)}
+    environment.pop("OPAL_BROADCAST_PIN", None)
+    environment.update(env or {})
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_installed_plugins_are_found_and_failures_isolated(site):
+    """nats works, zmq's import error is reported, dup conflicts, memory unaffected."""
+    out = json.loads(run(site, "nats://a", "zmq://b", "dup://c", "memory://d", "redis://e").stdout)
+    assert out["driver_before"] is False, "discovery must not import the driver"
+    assert out["driver_after"] is True
+    assert out["nats://a"]["ok"] == "hi"
+    assert out["memory://d"]["ok"] == "hi"
+    zmq = out["zmq://b"]
+    assert zmq["error"] == "PluginLoadError"
+    assert "broken-opal-plugin 0.1" in zmq["message"] and "zmq" in zmq["message"]
+    assert zmq["cause"] == "ImportError"
+    dup = out["dup://c"]
+    assert dup["error"] == "PluginConflict"
+    assert "dup-one 1.0" in dup["message"] and "dup-two 2.0" in dup["message"]
+    assert "OPAL_BROADCAST_PIN='dup=dup-one'" in dup["message"]
+    assert out["pinned"]["summary"] == "two"
+    redis = out["redis://e"]
+    assert redis["error"] == "UnknownScheme"
+    assert "pip install opal-broadcast-redis" in redis["message"]
+    assert "broken-opal-plugin" in redis["message"]
+
+
+def test_pin_through_the_environment(site):
+    """OPAL_BROADCAST_PIN=dup=dup-one resolves the conflict without code."""
+    out = json.loads(run(site, "dup://c", env={"OPAL_BROADCAST_PIN": "dup=dup-one"}).stdout)
+    assert out["dup://c"]["summary"] == "one"
+
+
+def test_autoload_switch_disables_entry_points(site):
+    """With autoloading off, installed plugins are ignored; memory and register() still work."""
+    script = """
+import anyio, types
+import opal_broadcast
+from opal_broadcast import Broadcast, UnknownScheme, _memory
+async def main():
+    try:
+        async with Broadcast("nats://a"):
+            raise SystemExit("nats:// should be unknown")
+    except UnknownScheme:
+        pass
+    import acme_nats
+    opal_broadcast.register(acme_nats)
+    async with Broadcast("nats://a") as b, Broadcast("memory://m") as m:
+        await b.publish("c", "x"); await m.publish("c", "y")
+    print("ok")
+anyio.run(main)
+"""
+    result = run(site, env={"OPAL_BROADCAST_DISABLE_PLUGIN_AUTOLOAD": "1"}, script=script)
+    assert result.stdout.strip() == "ok"
+
+
+def test_cli_backends_lists_every_distribution(site):
+    """`opal-broadcast backends` shows scheme, distribution, version and the load error."""
+    result = run(
+        site,
+        script="import sys; from opal_broadcast._cli import main; sys.exit(main(['backends']))",
+    )
+    lines = result.stdout.splitlines()
+    assert any(line.split()[:4] == ["nats", "acme-opal-nats", "1.2.0", "ok"] for line in lines)
+    assert any(line.split()[:3] == ["dup", "dup-one", "1.0"] for line in lines)
+    assert any(line.split()[:3] == ["dup", "dup-two", "2.0"] for line in lines)
+    broken = [line for line in lines if "broken-opal-plugin" in line]
+    assert broken and "failed: ImportError" in broken[0]

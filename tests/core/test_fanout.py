@@ -1,0 +1,57 @@
+"""Fan-out: a slow subscriber never stalls the others, and learns exactly what it missed."""
+
+import uuid
+
+import anyio
+import pytest
+
+from opal_broadcast import Broadcast, Event, Gap, SubscriberOverflow
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def url():
+    return f"memory://fanout-{uuid.uuid4().hex[:8]}"
+
+
+async def test_slow_subscriber_is_dropped_with_the_count_it_missed(url):
+    """Queue of 5, 12 messages: the fast one gets 12; the slow one 5, then SubscriberOverflow(7)."""
+    async with Broadcast(url) as broadcast:
+        async with broadcast.subscribe("c") as fast, broadcast.subscribe("c", max_queue=5) as slow:
+            for i in range(12):
+                await broadcast.publish("c", str(i))
+            assert [(await fast.get()).message for _ in range(12)] == [str(i) for i in range(12)]
+            assert [(await slow.get()).message for _ in range(5)] == ["0", "1", "2", "3", "4"]
+            with pytest.raises(SubscriberOverflow) as caught:
+                await slow.get()
+            assert caught.value.gap.missed == 7
+            assert "7 message(s)" in str(caught.value)
+            # Ended for good, and no longer fed.
+            await broadcast.publish("c", "later")
+            assert await fast.get() == Event("c", "later")
+            with pytest.raises(SubscriberOverflow):
+                await slow.get()
+            assert broadcast.health().subscribers == 1
+
+
+async def test_keep_going_subscriber_gets_a_gap_marker_then_resumes(url):
+    """Opt-in: 3 queued, a Gap marker with missed=4, then new messages again."""
+    async with Broadcast(url) as broadcast:
+        async with broadcast.subscribe("c", keep_going=True, max_queue=3) as slow:
+            for i in range(7):
+                await broadcast.publish("c", str(i))
+            got = [await slow.get() for _ in range(4)]
+            assert [e.message for e in got[:3] if isinstance(e, Event)] == ["0", "1", "2"]
+            assert isinstance(got[3], Gap)
+            assert got[3].missed == 4
+            await broadcast.publish("c", "next")
+            assert await slow.get() == Event("c", "next")
+
+
+async def test_publisher_never_waits_for_a_stuck_subscriber(url):
+    """1,000 publishes complete while a subscriber reads nothing (bounded queue, no backpressure)."""
+    async with Broadcast(url) as broadcast, broadcast.subscribe("c", max_queue=10):
+        with anyio.fail_after(5):
+            for i in range(1000):
+                await broadcast.publish("c", str(i))

@@ -1,0 +1,98 @@
+"""Loss and recovery in the core, on the memory backbone's simulated faults."""
+
+import time
+import uuid
+
+import anyio
+import pytest
+
+from opal_broadcast import BackboneUnavailable, Broadcast, Gap, SubscriptionGap
+from opal_broadcast.testing import freeze_memory, restore_memory, simulate_memory_loss
+
+pytestmark = pytest.mark.anyio
+
+FAST = {
+    "probe_interval": 0.1,
+    "probe_timeout": 0.2,
+    "reconnect_max_delay": 0.1,
+    "publish_timeout": 0.5,
+}
+
+
+@pytest.fixture
+def url():
+    return f"memory://recovery-{uuid.uuid4().hex[:8]}"
+
+
+async def test_frozen_connection_is_found_by_the_probe(url):
+    """TCP-open-but-silent: the probe's deadline turns it into a gap within interval+timeout."""
+    gaps: list[Gap] = []
+    async with Broadcast(url, on_gap=gaps.append, **FAST) as broadcast:
+        async with broadcast.subscribe("c") as subscriber:
+            freeze_memory(url)
+            started = time.monotonic()
+            with pytest.raises(SubscriptionGap, match="liveness probe failed"), anyio.fail_after(5):
+                await subscriber.get()
+            assert time.monotonic() - started < 2.0
+        last_gap = broadcast.health().last_gap
+        assert last_gap is not None and "no answer within 0.2 s" in last_gap.reason
+        restore_memory(url)
+        with anyio.fail_after(5):
+            while not broadcast.health().ok:
+                await anyio.sleep(0.02)
+    assert len(gaps) >= 1
+
+
+async def test_publish_during_an_outage_fails_within_the_timeout(url):
+    """No hang: BackboneUnavailable after publish_timeout, naming the last error."""
+    async with Broadcast(url, **FAST) as broadcast:
+        simulate_memory_loss(url, stay_down=True)
+        started = time.monotonic()
+        with pytest.raises(BackboneUnavailable, match=r"timed out after 0\.5 s") as caught:
+            await broadcast.publish("c", "lost")
+        assert time.monotonic() - started < 2.0
+        assert "simulated" in str(caught.value)
+        restore_memory(url)
+
+
+async def test_reconnect_backs_off_and_restores_keep_going_subscriptions(url):
+    """While down, attempts repeat with backoff; once back, the channel is subscribed again."""
+    async with Broadcast(url, **FAST) as broadcast:
+        async with broadcast.subscribe("c", keep_going=True) as subscriber:
+            simulate_memory_loss(url, stay_down=True)
+            assert isinstance(await subscriber.get(), Gap)
+            await anyio.sleep(0.5)
+            health = broadcast.health()
+            assert health.state == "reconnecting"
+            assert health.last_error is not None and "down" in health.last_error
+            restore_memory(url)
+            with anyio.fail_after(5):
+                while not broadcast.health().ok:
+                    await anyio.sleep(0.02)
+            assert broadcast.health().channels == 1
+            async with Broadcast(url, share_connection=False) as other:
+                await other.publish("c", "from another connection")
+            assert (await subscriber.get()).message == "from another connection"
+
+
+async def test_subscribe_during_an_outage_waits_then_fails_typed(url):
+    """Subscribing while the backbone is down is bounded by connect_timeout."""
+    async with Broadcast(url, connect_timeout=0.3, **FAST) as broadcast:
+        simulate_memory_loss(url, stay_down=True)
+        with pytest.raises(BackboneUnavailable, match="subscribing to 'c' timed out"):
+            async with broadcast.subscribe("c"):
+                pass
+        restore_memory(url)
+
+
+async def test_connect_to_a_down_backbone_is_a_typed_error(url):
+    """The first connect fails promptly with BackboneUnavailable; nothing is left open."""
+    simulate_memory_loss(url, stay_down=True)
+    try:
+        with pytest.raises(BackboneUnavailable, match="down"):
+            async with Broadcast(url):
+                pass
+    finally:
+        restore_memory(url)
+    async with Broadcast(url) as broadcast:
+        assert broadcast.health().ok

@@ -1,0 +1,162 @@
+"""Routing by scheme: in-process registration, conflicts, invalid plugins, typed errors."""
+
+import types
+import uuid
+
+import pytest
+
+import opal_broadcast
+from opal_broadcast import (
+    BackboneInfo,
+    Broadcast,
+    Event,
+    PluginConflict,
+    PluginLoadError,
+    UnknownScheme,
+    UnsupportedAsyncLibrary,
+    _memory,
+    hookimpl,
+)
+from opal_broadcast._registry import Registry, default_registry
+
+pytestmark = pytest.mark.anyio
+
+
+def make_plugin(scheme, *, libraries=("asyncio", "trio"), calls=None):
+    """A plugin module serving ``scheme`` by delegating to the memory bus, recording calls."""
+    calls = [] if calls is None else calls
+    plugin = types.ModuleType(f"plugin_{scheme}_{uuid.uuid4().hex[:6]}")
+
+    @hookimpl
+    def opal_broadcast_backbone():
+        return BackboneInfo(schemes=(scheme,), async_libraries=libraries)
+
+    @hookimpl
+    async def opal_broadcast_connect(url, options, link):
+        calls.append("connect")
+        return await _memory.opal_broadcast_connect(url=url, options=options, link=link)
+
+    @hookimpl
+    async def opal_broadcast_publish(connection, channel, message):
+        calls.append("publish")
+        await _memory.opal_broadcast_publish(connection, channel, message)
+
+    @hookimpl
+    async def opal_broadcast_subscribe(connection, channel):
+        calls.append("subscribe")
+        await _memory.opal_broadcast_subscribe(connection, channel)
+
+    for fn in (
+        opal_broadcast_backbone,
+        opal_broadcast_connect,
+        opal_broadcast_publish,
+        opal_broadcast_subscribe,
+    ):
+        setattr(plugin, fn.__name__, fn)
+    return plugin
+
+
+@pytest.fixture
+def registered():
+    """Register plugins in the process registry for one test, then remove them."""
+    added = []
+
+    def register(plugin):
+        added.append(opal_broadcast.register(plugin))
+        return added[-1]
+
+    yield register
+    for backbone in added:
+        default_registry().unregister(backbone)
+
+
+async def test_register_in_process_routes_the_scheme_to_it(registered):
+    """register() makes a new scheme work, and every call goes to that plugin."""
+    calls = []
+    registered(make_plugin("inproc", calls=calls))
+    async with Broadcast("inproc://x") as broadcast, broadcast.subscribe("c") as subscriber:
+        await broadcast.publish("c", "m")
+        assert await subscriber.get() == Event("c", "m")
+    assert calls == ["connect", "subscribe", "publish"]
+
+
+async def test_backend_argument_uses_a_plugin_object_directly():
+    """Broadcast(url, backend=plugin) needs no registration nor entry point."""
+    calls = []
+    plugin = make_plugin("direct", calls=calls)
+    async with Broadcast("direct://y", backend=plugin) as broadcast:
+        await broadcast.publish("c", "m")
+    assert calls == ["connect", "publish"]
+
+
+def test_two_in_process_plugins_claiming_one_scheme_conflict(registered):
+    """The second registration names the first: never first-wins silently."""
+    registered(make_plugin("twice"))
+    with pytest.raises(PluginConflict, match="twice://"):
+        registered(make_plugin("twice"))
+
+
+def test_invalid_plugins_are_refused_with_the_reason():
+    """No declaration, or a missing required hook, is a PluginLoadError."""
+    registry = Registry(autoload=False)
+    with pytest.raises(PluginLoadError, match="BackboneInfo"):
+        registry.register(types.ModuleType("empty"))
+    half = make_plugin("half")
+    del half.opal_broadcast_subscribe
+    with pytest.raises(PluginLoadError, match="opal_broadcast_subscribe"):
+        registry.register(half)
+
+
+def test_unknown_first_party_scheme_names_the_pip_install():
+    """redis:// without the plugin: the exact pip install, and what is installed."""
+    registry = Registry(autoload=False)
+    registry.register(_memory, name="memory")
+    with pytest.raises(UnknownScheme) as caught:
+        registry.resolve("kafka")
+    message = str(caught.value)
+    assert "pip install opal-broadcast-kafka" in message
+    assert "Installed: memory." in message
+    assert caught.value.installed == ("memory",)
+
+
+def test_unknown_scheme_suggests_the_closest():
+    """A typo gets a did-you-mean."""
+    registry = Registry(autoload=False)
+    registry.register(_memory, name="memory")
+    with pytest.raises(UnknownScheme, match="Did you mean redis://"):
+        registry.resolve("reddis")
+    with pytest.raises(UnknownScheme, match="Did you mean memory://"):
+        registry.resolve("memroy")
+
+
+async def test_unknown_scheme_through_broadcast():
+    """The error reaches the caller of connect(), typed."""
+    with pytest.raises(UnknownScheme, match="nosuchbackbone://"):
+        async with Broadcast("nosuchbackbone://h"):
+            pass
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_asyncio_only_plugin_under_trio_is_a_clear_error():
+    """A plugin declaring asyncio only fails on trio with a message naming both."""
+    plugin = make_plugin("aio", libraries=("asyncio",))
+    with pytest.raises(UnsupportedAsyncLibrary, match="asyncio only, not trio"):
+        async with Broadcast("aio://z", backend=plugin):
+            pass
+
+
+async def test_plugin_error_with_the_password_is_masked():
+    """A plugin that quotes the password in its error: the core masks it and drops the cause."""
+    plugin = make_plugin("leaky")
+
+    @hookimpl
+    async def opal_broadcast_connect(url, options, link):
+        raise RuntimeError(f"auth failed for {url.reveal()} with password {url.password}")
+
+    plugin.opal_broadcast_connect = opal_broadcast_connect
+    with pytest.raises(opal_broadcast.BackboneError) as caught:
+        async with Broadcast("leaky://u:Sentinel-77x@h", backend=plugin):
+            pass
+    assert "Sentinel-77x" not in str(caught.value)
+    assert "***" in str(caught.value)
+    assert caught.value.__cause__ is None
