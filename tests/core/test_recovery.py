@@ -96,3 +96,31 @@ async def test_connect_to_a_down_backbone_is_a_typed_error(url):
         restore_memory(url)
     async with Broadcast(url) as broadcast:
         assert broadcast.health().ok
+
+
+async def test_publish_on_a_frozen_connection_times_out(url):
+    """A publish the backbone never answers ends with BackboneUnavailable after publish_timeout."""
+    async with Broadcast(url, publish_timeout=0.3, probe_interval=60) as broadcast:
+        freeze_memory(url)
+        try:
+            started = time.monotonic()
+            with pytest.raises(BackboneUnavailable, match=r"timed out after 0\.3 s"):
+                await broadcast.publish("c", "never answered")
+            assert 0.25 < time.monotonic() - started < 2.0
+        finally:
+            restore_memory(url)
+        await broadcast.publish("c", "answered")
+
+
+async def test_cancelling_a_bounded_publish_is_a_cancellation_not_a_timeout(url):
+    """An outer cancel of a hanging publish propagates as cancellation; the deadline stays quiet."""
+    async with Broadcast(url, publish_timeout=0.3, probe_interval=60) as broadcast:
+        freeze_memory(url)
+        try:
+            with anyio.move_on_after(0.1) as scope:
+                await broadcast.publish("c", "x")
+            assert scope.cancelled_caught
+            await anyio.sleep(0.4)  # past the publish deadline: nothing fires into this task
+        finally:
+            restore_memory(url)
+        await broadcast.publish("c", "fine")

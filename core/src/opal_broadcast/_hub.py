@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import anyio
 
+from ._deadline import Deadlines
 from ._errors import BackboneError, BackboneUnavailable, BroadcastError, UnsupportedAsyncLibrary
 from ._events import Event, Gap, Health, State
 from ._registry import Backbone
@@ -106,6 +107,7 @@ class Hub:
         self._channels: dict[str, _Channel] = {}
         self._callbacks: list[GapCallback] = []
         self._supervisor: SystemTask | None = None
+        self._deadlines = Deadlines()
         self._since = time.time()
         self._reconnects = 0
         self._gaps = 0
@@ -116,6 +118,11 @@ class Hub:
 
     async def acquire(self, on_gap: GapCallback | None) -> None:
         """Count one more user, opening the connection for the first."""
+        if self._refs:  # already open: joining needs no I/O and no lock (the OPAL pattern)
+            self._refs += 1
+            if on_gap is not None:
+                self._callbacks.append(on_gap)
+            return
         async with self._lifecycle:
             if self._refs == 0:
                 await self._open()
@@ -125,6 +132,12 @@ class Hub:
 
     async def release(self, on_gap: GapCallback | None) -> None:
         """Count one user less, closing the connection after the last. Never raises."""
+        if on_gap is not None and on_gap in self._callbacks:
+            self._callbacks.remove(on_gap)
+            on_gap = None
+        if self._refs > 1:
+            self._refs -= 1
+            return
         with anyio.CancelScope(shield=True):
             async with self._lifecycle:
                 if on_gap is not None and on_gap in self._callbacks:
@@ -321,12 +334,17 @@ class Hub:
     async def publish(self, channel: str, message: str | bytes, timeout: float) -> None:
         """Send through the backbone within ``timeout`` seconds or raise a typed error."""
         try:
-            with anyio.fail_after(timeout):
-                if self._state != "connected":
+            if self._state != "connected":
+                started = time.monotonic()
+                with anyio.fail_after(timeout):
                     await self._wait_connected()
-                await self._hooks.opal_broadcast_publish(
+                timeout -= time.monotonic() - started
+            await self._deadlines.run(
+                self._hooks.opal_broadcast_publish(
                     connection=self._connection, channel=channel, message=message
-                )
+                ),
+                timeout,
+            )
         except TimeoutError:
             raise BackboneUnavailable(
                 self._unavailable(f"publishing timed out after {timeout:g} s")

@@ -72,6 +72,7 @@ class Registry:
         self._entry_point_backbones: list[Backbone] = []
         self._registered: list[Backbone] = []
         self._adopted: dict[int, tuple[object, Backbone]] = {}
+        self._resolved: dict[tuple[str, str | None, str | None], Backbone] = {}
 
     def register(self, plugin: object, *, name: str | None = None) -> Backbone:
         """Register ``plugin`` in-process; it wins over entry-point plugins for its schemes."""
@@ -91,6 +92,7 @@ class Registry:
                         f"in-process by {other.name!r}. Unregister one."
                     )
             self._registered.append(backbone)
+            self._resolved.clear()
         return backbone
 
     def adopt(self, plugin: object) -> Backbone:
@@ -110,6 +112,7 @@ class Registry:
         """Remove a plugin added with :meth:`register`."""
         with self._lock:
             self._registered.remove(backbone)
+            self._resolved.clear()
 
     def backbones(self) -> list[Backbone]:
         """Every plugin known, loaded or failed, in-process ones first."""
@@ -122,6 +125,13 @@ class Registry:
 
     def resolve(self, scheme: str, pin: str | None = None) -> Backbone:
         """The one plugin that serves ``scheme``; ``pin`` (distribution or name) picks among many."""
+        key = (scheme, pin, os.environ.get(PIN_ENV))
+        backbone = self._resolved.get(key)
+        if backbone is None:
+            backbone = self._resolved[key] = self._resolve(scheme, pin)
+        return backbone
+
+    def _resolve(self, scheme: str, pin: str | None) -> Backbone:
         pin = pin or _pins().get(scheme)
         for backbone in self._registered:
             if backbone.info and scheme in backbone.info.schemes and pin in (None, backbone.name):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +46,12 @@ class BackboneURL:
     @classmethod
     def parse(cls, url: str) -> BackboneURL:
         """Split ``url``; raise :class:`InvalidURL` (without echoing a password) when malformed."""
+        if not isinstance(url, str):
+            raise InvalidURL(f"A broadcast URL must be a str, not {type(url).__name__}.")
+        return _parse(url)
+
+    @classmethod
+    def _parse(cls, url: str) -> BackboneURL:
         if not isinstance(url, str):
             raise InvalidURL(f"A broadcast URL must be a str, not {type(url).__name__}.")
         scheme, sep, _ = url.partition("://")
@@ -126,6 +133,10 @@ class BackboneURL:
 
     def __repr__(self) -> str:
         return f"BackboneURL({self.masked()!r})"
+
+
+# Parsed URLs are immutable, and a new Broadcast per publish parses the same URL again and again.
+_parse = functools.lru_cache(maxsize=64)(BackboneURL._parse)
 
 
 def take_options(

@@ -1,0 +1,108 @@
+"""Per-message cost of the core on memory://, the cost of pluggy routing, and the OPAL pattern.
+
+Prints numbers; asserts nothing. The machine is noisy: each figure is the median of several
+alternating rounds. Run: uv run python bench/core_memory.py [--rounds 7] [--messages 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import anyio
+
+from opal_broadcast import Broadcast
+from opal_broadcast import _memory
+
+
+def median_us(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e6
+
+
+async def fan_out(subscribers: int, messages: int) -> float:
+    """Seconds per message: publish, fan out to N subscribers, every subscriber receives it."""
+    async with Broadcast("memory://bench-fanout", max_queue=messages + 1) as broadcast:
+        async with anyio.create_task_group() as tasks:
+            ready = anyio.Event()
+            entered = [0]
+
+            async def consume() -> None:
+                async with broadcast.subscribe("c") as subscriber:
+                    entered[0] += 1
+                    if entered[0] == subscribers:
+                        ready.set()
+                    for _ in range(messages):
+                        await subscriber.get()
+
+            for _ in range(subscribers):
+                tasks.start_soon(consume)
+            await ready.wait()
+            started = time.perf_counter()
+            for i in range(messages):
+                await broadcast.publish("c", "x")
+        return (time.perf_counter() - started) / messages
+
+
+async def routing(messages: int) -> tuple[float, float]:
+    """Seconds per publish hook call through pluggy, and per direct call of the same function."""
+    async with Broadcast("memory://bench-routing") as broadcast:
+        hub = broadcast._hub
+        assert hub is not None
+        hooks, connection = hub._hooks, hub._connection
+        started = time.perf_counter()
+        for _ in range(messages):
+            await hooks.opal_broadcast_publish(connection=connection, channel="c", message="x")
+        routed = (time.perf_counter() - started) / messages
+        started = time.perf_counter()
+        for _ in range(messages):
+            await _memory.opal_broadcast_publish(connection, "c", "x")
+        direct = (time.perf_counter() - started) / messages
+    return routed, direct
+
+
+async def opal_pattern(messages: int) -> tuple[float, float]:
+    """Seconds per publish with a new Broadcast each time vs a reused one (a listener holds the URL)."""
+    url = "memory://bench-opal"
+    async with Broadcast(url) as listener, listener.subscribe("c"):
+        started = time.perf_counter()
+        for _ in range(messages):
+            async with Broadcast(url) as fresh:
+                await fresh.publish("c", "x")
+        new_each = (time.perf_counter() - started) / messages
+        started = time.perf_counter()
+        for _ in range(messages):
+            await listener.publish("c", "x")
+        reused = (time.perf_counter() - started) / messages
+    return new_each, reused
+
+
+async def main(rounds: int, messages: int) -> None:
+    one, hundred, routed, direct, new_each, reused = [], [], [], [], [], []
+    for _ in range(rounds):
+        one.append(await fan_out(1, messages))
+        hundred.append(await fan_out(100, messages // 20))
+        r, d = await routing(messages)
+        routed.append(r)
+        direct.append(d)
+        n, u = await opal_pattern(messages // 4)
+        new_each.append(n)
+        reused.append(u)
+    print(f"memory:// core benchmark, median of {rounds} rounds")
+    print(f"  publish -> receive, 1 subscriber:    {median_us(one):8.2f} us/message")
+    print(f"  publish -> receive, 100 subscribers: {median_us(hundred):8.2f} us/message "
+          f"({median_us(hundred) / 100:.2f} us per delivery)")
+    overhead = median_us(routed) - median_us(direct)
+    print(f"  pluggy routing of one hook call:     {overhead:8.2f} us "
+          f"(routed {median_us(routed):.2f} us vs direct {median_us(direct):.2f} us, "
+          f"ratio {statistics.median(routed) / statistics.median(direct):.2f}x)")
+    print(f"  new Broadcast per publish:           {median_us(new_each):8.2f} us vs reused "
+          f"{median_us(reused):.2f} us: ratio {statistics.median(new_each) / statistics.median(reused):.2f}x")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--messages", type=int, default=20000)
+    arguments = parser.parse_args()
+    anyio.run(main, arguments.rounds, arguments.messages)
