@@ -52,7 +52,11 @@ def test_check_without_a_url_says_how():
 
 
 def test_check_missing_plugin_names_the_install_and_hides_the_password():
-    result = cli("check", "redis://opal:Sentinel-c1i@localhost:6379")
+    result = cli(
+        "check",
+        "redis://opal:Sentinel-c1i@localhost:6379",
+        env={"OPAL_BROADCAST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+    )
     assert result.returncode == 2
     assert "pip install opal-broadcast-redis" in result.stderr
     assert "Sentinel-c1i" not in result.stdout + result.stderr
@@ -91,6 +95,6 @@ def test_demo_on_the_embedded_default():
 
 
 def test_demo_refuses_processes_on_memory():
-    result = cli("demo", "--processes")
+    result = cli("demo", "--processes", "2")
     assert result.returncode == 2
     assert "real backbone" in result.stderr

@@ -119,7 +119,7 @@ def run(site, *args, env=None, script=SCRIPT):
 
 def test_installed_plugins_are_found_and_failures_isolated(site):
     """nats works, zmq's import error is reported, dup conflicts, memory unaffected."""
-    out = json.loads(run(site, "nats://a", "zmq://b", "dup://c", "memory://d", "redis://e").stdout)
+    out = json.loads(run(site, "nats://a", "zmq://b", "dup://c", "memory://d", "amqp://e").stdout)
     assert out["driver_before"] is False, "discovery must not import the driver"
     assert out["driver_after"] is True
     assert out["nats://a"]["ok"] == "hi"
@@ -133,10 +133,10 @@ def test_installed_plugins_are_found_and_failures_isolated(site):
     assert "dup-one 1.0" in dup["message"] and "dup-two 2.0" in dup["message"]
     assert "OPAL_BROADCAST_PIN='dup=dup-one'" in dup["message"]
     assert out["pinned"]["summary"] == "two"
-    redis = out["redis://e"]
-    assert redis["error"] == "UnknownScheme"
-    assert "pip install opal-broadcast-redis" in redis["message"]
-    assert "broken-opal-plugin" in redis["message"]
+    unknown = out["amqp://e"]
+    assert unknown["error"] == "UnknownScheme"
+    assert "Installed: " in unknown["message"] and "nats" in unknown["message"]
+    assert "broken-opal-plugin" in unknown["message"]
 
 
 def test_pin_through_the_environment(site):

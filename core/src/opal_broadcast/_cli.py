@@ -29,6 +29,7 @@ examples:
   opal-broadcast listen redis://localhost:6379 EventNotifier
   opal-broadcast publish redis://localhost:6379 EventNotifier '{{"hello": 1}}'
   opal-broadcast demo
+  opal-broadcast demo redis://localhost:6379 --processes 4
 """
 
 
@@ -94,8 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--messages", type=int, default=250, help="messages per worker (default 250)")
     demo.add_argument(
         "--processes",
-        action="store_true",
-        help="run each worker in its own process (real backbones)",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N workers, each in its own process (needs a real backbone, not memory://)",
     )
     demo.add_argument("--worker-of", default=None, help=argparse.SUPPRESS)
     return parser
@@ -117,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from ._demo import run_demo
 
-            return run_demo(args.url, args.workers, args.messages, args.processes, args.worker_of)
+            workers = args.processes or args.workers
+            return run_demo(args.url, workers, args.messages, args.processes > 0, args.worker_of)
         return int(anyio.run(_COMMANDS[args.command], args))
     except KeyboardInterrupt:
         return EXIT_OK

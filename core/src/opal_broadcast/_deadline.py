@@ -25,6 +25,12 @@ _T = TypeVar("_T")
 _EXPIRED = "opal_broadcast: deadline expired"
 
 
+def _uncancel(task: asyncio.Task[object]) -> int:
+    if sys.version_info >= (3, 11):
+        return task.uncancel()
+    raise AssertionError("native deadlines need Python 3.11")  # pragma: no cover
+
+
 class Deadlines:
     """Bounds awaitables in time; one instance per hub."""
 
@@ -50,7 +56,8 @@ class Deadlines:
         try:
             return await awaitable
         except asyncio.CancelledError:
-            if token in self._expired and task.uncancel() == 0:
+            # Ours if the timer cancelled this call and nobody else cancelled the task too.
+            if token in self._expired and _uncancel(task) == 0:
                 raise TimeoutError from None
             raise
         finally:

@@ -1,0 +1,1 @@
+"""kafka backbone for opal-broadcast."""

@@ -1,0 +1,1 @@
+"""postgres backbone for opal-broadcast."""

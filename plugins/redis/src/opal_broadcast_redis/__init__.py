@@ -1,0 +1,1 @@
+"""redis backbone for opal-broadcast."""
