@@ -28,9 +28,11 @@ def _missing(name: str) -> list[str]:
     if name == "postgres":
         return [] if postgres_bin_dir() and shutil.which("psql") else ["postgresql"]
     if name == "redis":
-        return [] if shutil.which("redis-server") or Path("/usr/bin/redis-server").exists() else [
-            "redis-server"
-        ]
+        return (
+            []
+            if shutil.which("redis-server") or Path("/usr/bin/redis-server").exists()
+            else ["redis-server"]
+        )
     if name == "kafka":
         needs = {"java": "openjdk-17-jre-headless", "mvn": "maven"}
         return [package for tool, package in needs.items() if not shutil.which(tool)]
@@ -61,7 +63,9 @@ def ensure_packages(names: Iterable[str]) -> list[str]:
         ):
             out.write(f"\n$ {' '.join(argv)}\n")
             out.flush()
-            result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)
+            result = subprocess.run(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=env, check=False
+            )
             if result.returncode != 0:
                 raise ServiceError("install", f"`{' '.join(argv)}` failed", log)
     return packages

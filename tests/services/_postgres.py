@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ._install import postgres_bin_dir
-from ._proc import pid_alive, read_pid, wait_ready
+from ._proc import ensure_ports_free, pid_alive, read_pid, wait_ready
 from ._state import (
     HOST,
     PG_CERT_USER,
@@ -126,6 +126,7 @@ def start(timeout: float = 60.0) -> bool:
     if is_running():
         wait_ready(NAME, is_ready, alive=is_running, log=_log(), timeout=timeout)
         return False
+    ensure_ports_free(NAME, PG_PORT)
     _prepare()
     result = _pg_ctl("start", "-w", "-t", str(int(timeout)), "-l", str(_log()))
     if result.returncode != 0:
@@ -153,11 +154,27 @@ def _prepare() -> None:
     _log().touch()
     for path in (root, run, _log()):
         _own(path)
+    # Only called when no postmaster runs: lock files left by a killed server go, or a recycled
+    # pid in them (another process after a reboot or a sandbox restart) would block the start.
+    for stale in (data / "postmaster.pid", run / f".s.PGSQL.{PG_PORT}.lock"):
+        stale.unlink(missing_ok=True)
     if not (data / "PG_VERSION").exists():
         shutil.rmtree(data, ignore_errors=True)
         result = _run_as_owner(
-            [_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-             "--no-locale", "--no-sync", "--no-instructions"]
+            [
+                _bin("initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+                "--no-instructions",
+            ]
         )
         if result.returncode != 0:
             raise ServiceError(NAME, f"initdb failed:\n{result.stdout.strip()}")
@@ -166,8 +183,11 @@ def _prepare() -> None:
     certs = cert_paths()
     tls = root / "tls"  # private copies: the server insists on owning its key
     tls.mkdir(exist_ok=True)
-    for src, dst in ((certs.server_cert, "server.pem"), (certs.server_key, "server.key"),
-                     (certs.ca_file, "ca.pem")):
+    for src, dst in (
+        (certs.server_cert, "server.pem"),
+        (certs.server_key, "server.key"),
+        (certs.ca_file, "ca.pem"),
+    ):
         shutil.copyfile(src, tls / dst)
         (tls / dst).chmod(0o600)
         _own(tls / dst)

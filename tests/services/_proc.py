@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from ._state import HOST, ServiceError, state_dir
 
 __all__ = [
+    "ensure_ports_free",
     "locked",
     "pid_alive",
     "port_open",
@@ -44,7 +45,7 @@ def spawn_detached(
     cwd: Path,
     env: Mapping[str, str] | None = None,
 ) -> int:
-    """Start ``argv`` in the background, appending its output to ``log``; record and return its pid."""
+    """Start ``argv`` in the background, output appended to ``log``; record and return its pid."""
     with log.open("a") as file:
         file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n")
     result = subprocess.run(
@@ -83,6 +84,11 @@ def pid_alive(pid: int | None, expect: str | None = None) -> bool:
     except OSError:
         return False
     if stat.rpartition(")")[2].split()[0] in ("Z", "X"):
+        # A multi-threaded process (a JVM) shows a zombie leader while its other threads still
+        # exit and hold its sockets: it is gone only when no other thread is left.
+        with contextlib.suppress(OSError):
+            if len(os.listdir(f"/proc/{pid}/task")) > 1:
+                return True
         _reap(pid)
         return False
     return expect is None or expect in cmdline
@@ -95,11 +101,13 @@ def _reap(pid: int) -> None:
 
 
 def terminate(pid: int | None, *, kill: bool = False, timeout: float = 30.0) -> None:
-    """Stop ``pid``: SIGTERM and wait (SIGKILL after ``timeout``), or SIGKILL at once if ``kill``."""
+    """Stop ``pid``: SIGTERM, wait (SIGKILL after ``timeout``); or SIGKILL at once if ``kill``."""
     if not pid_alive(pid):
         return
     assert pid is not None
-    steps = [(signal.SIGKILL, 10.0)] if kill else [(signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)]
+    steps = (
+        [(signal.SIGKILL, 10.0)] if kill else [(signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)]
+    )
     for sig, wait in steps:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
@@ -120,6 +128,19 @@ def port_open(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
         return False
 
 
+def ensure_ports_free(name: str, *ports: int) -> None:
+    """Fail clearly if another process (not this state dir's server) holds one of ``ports``."""
+    deadline = time.monotonic() + 3.0  # a server that was just killed may still be exiting
+    while (busy := [port for port in ports if port_open(port)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if busy:
+        raise ServiceError(
+            name,
+            f"{HOST} port(s) {', '.join(map(str, busy))} already in use by another process "
+            f"(a server from another state dir?); find it with: ss -ltnp 'sport = :{busy[0]}'",
+        )
+
+
 def wait_ready(
     name: str,
     ready: Callable[[], bool],
@@ -129,7 +150,7 @@ def wait_ready(
     timeout: float,
     interval: float = 0.1,
 ) -> None:
-    """Poll ``ready`` until it is true; fail with the log if ``alive`` turns false or time runs out."""
+    """Poll ``ready`` until true; fail with the log if ``alive`` turns false or time runs out."""
     deadline = time.monotonic() + timeout
     while True:
         if ready():

@@ -90,22 +90,66 @@ def _make(work: Path) -> None:
     cnf = work / "openssl.cnf"
     cnf.write_text(_CONFIG)
     cfg = ["-config", str(cnf)]
-    _openssl(work, "req", "-x509", *cfg, "-extensions", "ca_ext", *_KEY, *_DAYS,
-             "-subj", "/CN=opal-broadcast test CA", "-keyout", "ca.key", "-out", "ca.pem")
+    _openssl(
+        work,
+        "req",
+        "-x509",
+        *cfg,
+        "-extensions",
+        "ca_ext",
+        *_KEY,
+        *_DAYS,
+        "-subj",
+        "/CN=opal-broadcast test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
     for stem, subject, ext in (
         ("server", "/CN=localhost", "server_ext"),
         ("client", f"/CN={PG_CERT_USER}", "client_ext"),
     ):
-        _openssl(work, "req", "-new", *cfg, *_KEY, "-subj", subject,
-                 "-keyout", f"{stem}.key", "-out", f"{stem}.csr")
-        _openssl(work, "x509", "-req", "-in", f"{stem}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-                 "-set_serial", str(secrets.randbits(63)), *_DAYS, "-extfile", str(cnf),
-                 "-extensions", ext, "-out", f"{stem}.pem")
+        _openssl(
+            work,
+            "req",
+            "-new",
+            *cfg,
+            *_KEY,
+            "-subj",
+            subject,
+            "-keyout",
+            f"{stem}.key",
+            "-out",
+            f"{stem}.csr",
+        )
+        _openssl(
+            work,
+            "x509",
+            "-req",
+            "-in",
+            f"{stem}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            str(secrets.randbits(63)),
+            *_DAYS,
+            "-extfile",
+            str(cnf),
+            "-extensions",
+            ext,
+            "-out",
+            f"{stem}.pem",
+        )
     for key in work.glob("*.key"):
         key.chmod(0o600)
 
 
 def _openssl(cwd: Path, *args: str) -> None:
-    result = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["openssl", *args], cwd=cwd, capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         raise ServiceError("tls", f"openssl {args[0]} failed:\n{result.stderr.strip()}")

@@ -1,0 +1,299 @@
+"""A TCP proxy on 127.0.0.1 whose behaviour a test switches at runtime, to fake network faults.
+
+Modes: ``pass`` (forward), ``stall`` (keep every connection open but forward nothing either way:
+a frozen middlebox / half-open link), ``delay`` (forward with added latency), and :meth:`cut`
+(reset both ends of every connection with TCP RST; optionally close the listener, so new
+connections are refused by the kernel, until :meth:`resume`).
+
+asyncio only (it uses asyncio streams): use it from ``anyio`` tests on the asyncio backend::
+
+    async with TcpProxy.for_url(redis_url) as proxy:
+        client = redis.asyncio.from_url(proxy.url())
+        proxy.stall()
+        ...
+        proxy.resume()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from dataclasses import dataclass, field
+from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["TcpProxy"]
+
+_DEFAULT_PORTS = {
+    "postgres": 5432,
+    "postgresql": 5432,
+    "redis": 6379,
+    "rediss": 6379,
+    "kafka": 9092,
+}
+_CHUNK = 65536
+_EOF = b""
+
+
+@dataclass(eq=False)
+class _Link:
+    """One proxied connection: the client's side and the upstream side."""
+
+    client: asyncio.StreamWriter
+    upstream: asyncio.StreamWriter
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class TcpProxy:
+    """Forward ``127.0.0.1:<ephemeral port>`` to ``target_host:target_port``; see the module doc."""
+
+    def __init__(
+        self, target_host: str, target_port: int, *, target_url: str | None = None
+    ) -> None:
+        self.target_host = target_host
+        self.target_port = target_port
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._target_url = target_url
+        self._mode = "pass"
+        self._delay = 0.0
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._server: asyncio.AbstractServer | None = None
+        self._opening: asyncio.Task[None] | None = None
+        self._links: set[_Link] = set()
+        self._handlers: set[asyncio.Task[object]] = set()
+        self._closed = False
+
+    @classmethod
+    def for_url(cls, url: str) -> TcpProxy:
+        """A proxy to the host and port of ``url``; :meth:`url` then gives the proxied URL."""
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise ValueError(f"no host in {url!r}")
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+        if port is None:
+            raise ValueError(f"no port in {url!r} and no default port for {parts.scheme!r}")
+        return cls(parts.hostname, port, target_url=url)
+
+    @property
+    def mode(self) -> str:
+        """``"pass"``, ``"stall"``, ``"delay"`` or ``"refuse"`` (after ``cut(refuse_new=True)``)."""
+        return self._mode
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
+    @property
+    def connections(self) -> int:
+        """How many proxied connections are open."""
+        return len(self._links)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` to connect to instead of the target."""
+        return f"{self.host}:{self.port}"
+
+    def url(self, url: str | None = None) -> str:
+        """``url`` (default: the one given to :meth:`for_url`) with its host:port replaced."""
+        url = url or self._target_url
+        if url is None:
+            raise ValueError("no URL given and the proxy was not made with for_url()")
+        parts = urlsplit(url)
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@{self.address}" if userinfo else self.address
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    async def __aenter__(self) -> TcpProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Listen on an ephemeral port of 127.0.0.1."""
+        if self._server is not None or self._closed:
+            raise RuntimeError("a TcpProxy can be started only once")
+        self._server = await asyncio.start_server(self._handle, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def aclose(self) -> None:
+        """Stop listening and close every connection."""
+        self._closed = True
+        if self._opening is not None:
+            await self._opening
+        if self._server is not None:
+            self._server.close()
+        self._reset_all(rst=False)
+        handlers = list(self._handlers)
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def stall(self) -> None:
+        """Forward nothing either way; connections stay open (and new ones are accepted)."""
+        self._reopen()
+        self._mode = "stall"
+        self._flowing.clear()
+
+    def delay(self, seconds: float) -> None:
+        """Forward every chunk read from now on ``seconds`` later, in order."""
+        self._reopen()
+        self._mode = "delay"
+        self._delay = seconds
+        self._flowing.set()
+
+    def resume(self) -> None:
+        """Back to ``pass``: forward at once (held data flows on) and accept connections again."""
+        self._reopen()
+        self._mode = "pass"
+        self._delay = 0.0
+        self._flowing.set()
+
+    def cut(self, *, refuse_new: bool = False) -> int:
+        """Reset (RST) both sides of every open connection; return how many were cut.
+
+        With ``refuse_new`` the listening socket is closed too, so connection attempts are refused
+        until :meth:`resume` (or :meth:`stall`/:meth:`delay`) listens again on the same port.
+        """
+        if refuse_new and self._server is not None:
+            self._server.close()
+            self._server = None
+            self._mode = "refuse"
+        return self._reset_all(rst=True)
+
+    def _reopen(self) -> None:
+        """Listen again on the same port after ``cut(refuse_new=True)``."""
+        if self._server is not None or self._opening is not None or self._closed:
+            return
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(100)  # connections queue from here on; the server accepts them shortly
+
+        async def serve() -> None:
+            self._server = await asyncio.start_server(self._handle, sock=sock)
+            self._opening = None
+
+        self._opening = asyncio.get_running_loop().create_task(serve())
+
+    def _reset_all(self, *, rst: bool) -> int:
+        links = list(self._links)
+        for link in links:
+            for writer in (link.client, link.upstream):
+                _abort(writer, rst=rst)
+            for task in link.tasks:
+                task.cancel()
+        self._links.clear()
+        return len(links)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # Only aclose() cancels handlers. asyncio 3.11's done-callback of a connection
+            # handler calls task.exception(), which raises on a cancelled task: end normally.
+            if not self._closed:
+                raise
+        finally:
+            self._handlers.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._mode == "refuse" or self._closed:
+            _abort(writer, rst=True)
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
+        except OSError:
+            _abort(writer, rst=True)  # the target is down: the client sees a reset
+            return
+        except asyncio.CancelledError:
+            _abort(writer, rst=False)
+            raise
+        link = _Link(writer, up_writer)
+        self._links.add(link)
+        link.tasks = [
+            asyncio.create_task(self._pipe(link, reader, up_writer)),
+            asyncio.create_task(self._pipe(link, up_reader, writer)),
+        ]
+        try:
+            # Both directions must end: one side's EOF is passed on and the other keeps flowing.
+            await asyncio.wait(link.tasks)
+        finally:
+            for pipe in link.tasks:
+                pipe.cancel()
+            await asyncio.gather(*link.tasks, return_exceptions=True)
+            self._links.discard(link)
+            for side in (writer, up_writer):
+                side.close()
+                with contextlib.suppress(Exception):
+                    await side.wait_closed()
+
+    async def _pipe(
+        self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Copy one direction, honouring stall and delay; a reset of one side resets the other.
+
+        Reading and writing are separate tasks so ``delay`` adds latency without cutting
+        throughput; in stall mode a chunk (or EOF, or reset) already read is held, not forwarded.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()
+
+        async def read() -> None:
+            while True:
+                data: bytes | None
+                try:
+                    data = await reader.read(_CHUNK)
+                except (ConnectionError, OSError):
+                    data = None
+                await self._flowing.wait()
+                queue.put_nowait((loop.time() + self._delay, data))
+                if not data:
+                    return
+
+        reader_task = asyncio.create_task(read())
+        try:
+            while True:
+                due, data = await queue.get()
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                await self._flowing.wait()
+                if data is None:
+                    raise ConnectionResetError("the peer reset the connection")
+                if data == _EOF:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            for side in (link.client, link.upstream):
+                _abort(side, rst=True)
+        finally:
+            reader_task.cancel()
+            await asyncio.gather(reader_task, return_exceptions=True)
+
+
+def _abort(writer: asyncio.StreamWriter, *, rst: bool) -> None:
+    """Close a connection at once; with ``rst`` the peer gets a TCP reset, not an orderly FIN."""
+    if rst:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()

@@ -1,0 +1,188 @@
+"""Three Redis servers (Debian's ``redis-server``), one per way of logging in.
+
+========  =====  ==============================================================================
+instance  port   login
+========  =====  ==============================================================================
+plain     56379  none
+auth      56380  ``requirepass`` for the default user, plus ACL user ``opal`` with its password
+tls       56381  TLS only (``port 0``); server cert from the test CA; client certs optional
+========  =====  ==============================================================================
+
+With ``tls-auth-clients optional`` a client that only verifies the server connects, and one that
+presents the test client certificate has it verified. No persistence (``save ""``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._proc import ensure_ports_free, pid_alive, read_pid, spawn_detached, terminate, wait_ready
+from ._state import (
+    HOST,
+    REDIS_ACL_PASSWORD,
+    REDIS_ACL_USER,
+    REDIS_AUTH_PORT,
+    REDIS_DEFAULT_PASSWORD,
+    REDIS_PORT,
+    REDIS_TLS_PORT,
+    ServiceError,
+    service_dir,
+)
+from ._tls import cert_paths
+
+__all__ = ["is_ready", "is_running", "logs", "pids", "start", "stop", "urls"]
+
+NAME = "redis"
+
+
+@dataclass(frozen=True)
+class _Instance:
+    name: str
+    port: int
+
+    @property
+    def dir(self) -> Path:
+        path = service_dir(NAME) / self.name
+        path.mkdir(exist_ok=True)
+        return path
+
+    @property
+    def log(self) -> Path:
+        return service_dir(NAME) / f"{self.name}.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return service_dir(NAME) / f"{self.name}.pid"
+
+    def config(self) -> str:
+        lines = [
+            f"bind {HOST}",
+            f"port {self.port}",
+            "daemonize no",
+            'save ""',
+            "appendonly no",
+            f"dir {self.dir}",
+            'logfile ""',
+        ]
+        if self.name == "auth":
+            lines += [
+                f"requirepass {REDIS_DEFAULT_PASSWORD}",
+                f"user {REDIS_ACL_USER} on >{REDIS_ACL_PASSWORD} ~* &* +@all",
+            ]
+        if self.name == "tls":
+            certs = cert_paths()
+            lines += [
+                "port 0",
+                f"tls-port {self.port}",
+                f"tls-cert-file {certs.server_cert}",
+                f"tls-key-file {certs.server_key}",
+                f"tls-ca-cert-file {certs.ca_file}",
+                "tls-auth-clients optional",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def pid(self) -> int | None:
+        pid = read_pid(self.pid_file)
+        return pid if pid_alive(pid, "redis-server") else None
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def ping(self) -> bool:
+        """A real round trip in RESP over a socket (redis-py takes ~0.5 s just to import):
+        AUTH as the ACL user where needed, TLS verified against the test CA, then PING."""
+        commands = [b"PING"]
+        if self.name == "auth":
+            commands.insert(0, b"AUTH " + f"{REDIS_ACL_USER} {REDIS_ACL_PASSWORD}".encode())
+        try:
+            sock = socket.create_connection((HOST, self.port), timeout=2)
+            with contextlib.ExitStack() as stack:
+                stack.callback(sock.close)
+                if self.name == "tls":
+                    context = ssl.create_default_context(cafile=str(cert_paths().ca_file))
+                    sock = context.wrap_socket(sock, server_hostname=HOST)
+                    stack.callback(sock.close)  # the SSLSocket owns the fd now
+                with sock.makefile("rwb") as stream:
+                    stream.write(b"".join(command + b"\r\n" for command in commands))
+                    stream.flush()
+                    replies = [stream.readline() for _ in commands]
+        except (OSError, ssl.SSLError):
+            return False
+        return replies[-1] == b"+PONG\r\n" and all(r.startswith(b"+") for r in replies)
+
+
+_INSTANCES = (
+    _Instance("plain", REDIS_PORT),
+    _Instance("auth", REDIS_AUTH_PORT),
+    _Instance("tls", REDIS_TLS_PORT),
+)
+
+
+def urls() -> dict[str, str]:
+    """``redis`` (no auth), ``redis_password`` (default user), ``redis_acl``, ``rediss`` (TLS)."""
+    return {
+        "redis": f"redis://{HOST}:{REDIS_PORT}/0",
+        "redis_password": f"redis://:{REDIS_DEFAULT_PASSWORD}@{HOST}:{REDIS_AUTH_PORT}/0",
+        "redis_acl": f"redis://{REDIS_ACL_USER}:{REDIS_ACL_PASSWORD}@{HOST}:{REDIS_AUTH_PORT}/0",
+        "rediss": f"rediss://{HOST}:{REDIS_TLS_PORT}/0?ssl_ca_certs={cert_paths().ca_file}",
+    }
+
+
+def pids() -> list[int]:
+    """Pids of the instances that run."""
+    return [pid for pid in (instance.pid() for instance in _INSTANCES) if pid is not None]
+
+
+def logs() -> list[Path]:
+    """One log per instance."""
+    return [instance.log for instance in _INSTANCES]
+
+
+def is_running() -> bool:
+    """Whether all three instances run."""
+    return all(instance.running() for instance in _INSTANCES)
+
+
+def is_ready() -> bool:
+    """Whether all three instances answer PING."""
+    return all(instance.ping() for instance in _INSTANCES)
+
+
+def start(timeout: float = 30.0) -> bool:
+    """Start the instances that do not run and wait for all; return False if none had to start."""
+    server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    started = []
+    for instance in _INSTANCES:
+        if instance.running():
+            continue
+        ensure_ports_free(f"{NAME} ({instance.name})", instance.port)
+        conf = instance.dir / "redis.conf"
+        conf.write_text(instance.config())
+        spawn_detached(
+            [server, str(conf)], log=instance.log, pid_file=instance.pid_file, cwd=instance.dir
+        )
+        started.append(instance)
+    for instance in _INSTANCES:
+        wait_ready(
+            f"{NAME} ({instance.name}, port {instance.port})",
+            instance.ping,
+            alive=instance.running,
+            log=instance.log,
+            timeout=timeout,
+            interval=0.05,
+        )
+    return bool(started)
+
+
+def stop(kill: bool = False) -> None:
+    """SIGTERM (or SIGKILL with ``kill``) every instance and wait for it to exit."""
+    for instance in _INSTANCES:
+        try:
+            terminate(instance.pid(), kill=kill, timeout=15)
+        except ServiceError as exc:
+            raise ServiceError(NAME, f"{instance.name}: {exc}", instance.log) from exc
