@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import tracemalloc
+from contextlib import AsyncExitStack
 
 import anyio
 
@@ -77,6 +79,18 @@ async def opal_pattern(messages: int) -> tuple[float, float]:
     return new_each, reused
 
 
+async def idle_subscription_bytes(count: int = 1000) -> float:
+    """Bytes of Python heap per idle subscription (each on its own channel)."""
+    async with Broadcast("memory://bench-idle") as broadcast, AsyncExitStack() as stack:
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(count):
+            await stack.enter_async_context(broadcast.subscribe(f"idle-{i}"))
+        used = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+    return used / count
+
+
 async def main(rounds: int, messages: int) -> None:
     one, hundred, routed, direct, new_each, reused = [], [], [], [], [], []
     for _ in range(rounds):
@@ -90,14 +104,23 @@ async def main(rounds: int, messages: int) -> None:
         reused.append(u)
     print(f"memory:// core benchmark, median of {rounds} rounds")
     print(f"  publish -> receive, 1 subscriber:    {median_us(one):8.2f} us/message")
-    print(f"  publish -> receive, 100 subscribers: {median_us(hundred):8.2f} us/message "
-          f"({median_us(hundred) / 100:.2f} us per delivery)")
+    print(
+        f"  publish -> receive, 100 subscribers: {median_us(hundred):8.2f} us/message "
+        f"({median_us(hundred) / 100:.2f} us per delivery)"
+    )
     overhead = median_us(routed) - median_us(direct)
-    print(f"  pluggy routing of one hook call:     {overhead:8.2f} us "
-          f"(routed {median_us(routed):.2f} us vs direct {median_us(direct):.2f} us, "
-          f"ratio {statistics.median(routed) / statistics.median(direct):.2f}x)")
-    print(f"  new Broadcast per publish:           {median_us(new_each):8.2f} us vs reused "
-          f"{median_us(reused):.2f} us: ratio {statistics.median(new_each) / statistics.median(reused):.2f}x")
+    print(
+        f"  pluggy routing of one hook call:     {overhead:8.2f} us "
+        f"(routed {median_us(routed):.2f} us vs direct {median_us(direct):.2f} us, "
+        f"ratio {statistics.median(routed) / statistics.median(direct):.2f}x)"
+    )
+    print(
+        f"  new Broadcast per publish:           {median_us(new_each):8.2f} us vs reused "
+        f"{median_us(reused):.2f} us: ratio {statistics.median(new_each) / statistics.median(reused):.2f}x"
+    )
+    print(
+        f"  idle subscription:                   {await idle_subscription_bytes():8.0f} bytes each (1,000 channels)"
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -69,13 +70,32 @@ class _Link:
 
 
 class _Channel:
-    __slots__ = ("live", "lock", "pending", "subscribers")
+    """One channel's local subscribers and whether the backbone subscription is live."""
+
+    __slots__ = ("_lock", "_lock_users", "live", "pending", "subscribers")
 
     def __init__(self) -> None:
         self.subscribers: set[Subscriber[Any]] = set()
         self.live = False
         self.pending = 0
-        self.lock = anyio.Lock()
+        # Only while (un)subscribing: an idle channel holds no lock (a lock weighs ~800 bytes).
+        self._lock: anyio.Lock | None = None
+        self._lock_users = 0
+
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Serialise backbone (un)subscribe calls for this channel."""
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        lock = self._lock
+        self._lock_users += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._lock_users -= 1
+            if not self._lock_users:
+                self._lock = None
 
 
 class Hub:
@@ -282,7 +302,7 @@ class Hub:
 
     async def _restore_subscriptions(self) -> None:
         for channel, entry in list(self._channels.items()):
-            async with entry.lock:
+            async with entry.exclusive():
                 if entry.subscribers and not entry.live:
                     with anyio.fail_after(self.settings.connect_timeout):
                         await self._hooks.opal_broadcast_subscribe(
@@ -373,7 +393,7 @@ class Hub:
         entry.pending += 1
         try:
             with anyio.fail_after(timeout):
-                async with entry.lock:
+                async with entry.exclusive():
                     while not entry.live:
                         await self._wait_connected()
                         generation = self._generation
@@ -409,7 +429,7 @@ class Hub:
         if entry.subscribers or entry.pending:
             return
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.settings.close_timeout):
-            async with entry.lock:
+            async with entry.exclusive():
                 if entry.live and not entry.subscribers and self._state == "connected":
                     entry.live = False
                     try:

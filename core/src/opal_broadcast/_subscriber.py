@@ -56,7 +56,7 @@ class Subscriber(Generic[_T]):
         self.keep_going = keep_going
         #: The gap that ended this subscription (default mode), or ``None``.
         self.gap: Gap | None = None
-        self._items: deque[Event | Gap] = deque()
+        self._items: deque[Event | Gap] | None = None  # made on first use: idle costs little
         self._missed = 0
         self._closed = False
         self._waiter: anyio.Event | None = None
@@ -65,17 +65,22 @@ class Subscriber(Generic[_T]):
     # Called by the hub, synchronously, from the backbone's reader. Never blocks.
     def offer(self, event: Event) -> None:
         """Queue ``event``, or count it as missed when the queue is full."""
-        if self._missed or len(self._items) >= self.max_queue:
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        elif self._missed or len(items) >= self.max_queue:
             # Drop until the queue has been read empty, so the count stays exact.
             self._missed += 1
             return
-        self._items.append(event)
+        items.append(event)
         self._wake()
 
     def offer_gap(self, gap: Gap) -> None:
         """Queue a gap marker (always accepted: a gap must never be dropped)."""
         if not self.keep_going:
             self._detach(self)
+        if self._items is None:
+            self._items = deque()
         self._items.append(gap)
         self._wake()
 
@@ -137,7 +142,7 @@ class Subscriber(Generic[_T]):
             raise
 
     def __repr__(self) -> str:
-        return f"<Subscriber channel={self.channel!r} queued={len(self._items)}>"
+        return f"<Subscriber channel={self.channel!r} queued={len(self._items or ())}>"
 
 
 def _error_for(gap: Gap) -> SubscriptionGap:
