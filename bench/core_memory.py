@@ -14,8 +14,7 @@ from contextlib import AsyncExitStack
 
 import anyio
 
-from opal_broadcast import Broadcast
-from opal_broadcast import _memory
+from opal_broadcast import Broadcast, _memory
 
 
 def median_us(samples: list[float]) -> float:
@@ -41,7 +40,7 @@ async def fan_out(subscribers: int, messages: int) -> float:
                 tasks.start_soon(consume)
             await ready.wait()
             started = time.perf_counter()
-            for i in range(messages):
+            for _ in range(messages):
                 await broadcast.publish("c", "x")
         return (time.perf_counter() - started) / messages
 
