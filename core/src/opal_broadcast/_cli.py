@@ -136,11 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _backends() -> int:
     rows = [("SCHEME", "DISTRIBUTION", "VERSION", "STATUS")]
     for backbone in default_registry().backbones():
-        distribution = (
-            backbone.distribution or "(built in)"
-            if backbone.name == "memory"
-            else (backbone.distribution or "(in-process)")
-        )
+        built_in = "(built in)" if backbone.name == "memory" else "(in-process)"
+        distribution = backbone.distribution or built_in
         if backbone.info is not None:
             for scheme in backbone.info.schemes:
                 rows.append((scheme, distribution, backbone.version or "-", "ok"))
