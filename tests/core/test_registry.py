@@ -3,6 +3,7 @@
 import types
 import uuid
 
+import anyio
 import pytest
 
 import opal_broadcast
@@ -160,3 +161,65 @@ async def test_plugin_error_with_the_password_is_masked():
     assert "Sentinel-77x" not in str(caught.value)
     assert "***" in str(caught.value)
     assert caught.value.__cause__ is None
+
+
+async def test_loss_reported_during_connect_is_not_lost():
+    """A plugin whose connection dies inside connect(): a typed error, not a silent dead link."""
+    plugin = make_plugin("dies")
+
+    @hookimpl
+    async def opal_broadcast_connect(url, options, link):
+        connection = await _memory.opal_broadcast_connect(url=url, options=options, link=link)
+        link.lost("reset by peer during the handshake")
+        return connection
+
+    plugin.opal_broadcast_connect = opal_broadcast_connect
+    with pytest.raises(opal_broadcast.BackboneUnavailable, match="lost while connecting"):
+        async with Broadcast("dies://x", backend=plugin):
+            pass
+
+
+async def test_plugin_channel_check_runs_before_any_io_even_when_down():
+    """A name the plugin refuses is InvalidChannel at once, not an outage after a timeout."""
+    plugin = make_plugin("picky")
+    checked = []
+
+    @hookimpl
+    def opal_broadcast_check_channel(url, options, channel):
+        checked.append(channel)
+        if " " in channel:
+            raise opal_broadcast.InvalidChannel(f"no spaces in {channel!r}")
+
+    plugin.opal_broadcast_check_channel = opal_broadcast_check_channel
+    url = f"picky://{uuid.uuid4().hex[:6]}"
+    async with Broadcast(url, backend=plugin, publish_timeout=30) as broadcast:
+        await broadcast.publish("fine", "x")
+        await broadcast.publish("fine", "y")
+        _memory.simulate_loss(url, stay_down=True)
+        try:
+            with (
+                anyio.fail_after(1),
+                pytest.raises(opal_broadcast.InvalidChannel, match="no spaces"),
+            ):
+                await broadcast.publish("a b", "x")
+            with anyio.fail_after(1), pytest.raises(opal_broadcast.InvalidChannel):
+                async with broadcast.subscribe("c d"):
+                    pass
+        finally:
+            _memory.restore(url)
+    assert checked == ["fine", "a b", "c d"]
+
+
+async def test_untyped_connection_errors_become_backbone_unavailable():
+    """A plugin's stray OSError reaches callers as BackboneUnavailable (a ConnectionError)."""
+    plugin = make_plugin("oserr")
+
+    @hookimpl
+    async def opal_broadcast_connect(url, options, link):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    plugin.opal_broadcast_connect = opal_broadcast_connect
+    with pytest.raises(opal_broadcast.BackboneUnavailable, match="Connection refused") as caught:
+        async with Broadcast("oserr://x", backend=plugin):
+            pass
+    assert isinstance(caught.value.__cause__, ConnectionRefusedError)

@@ -94,7 +94,7 @@ def _service(name: str) -> _Service:
 
 def _prepare(names: tuple[str, ...]) -> None:
     """Install missing packages and make the test certificates (quick when all is there)."""
-    ensure_packages([*names, "tls"])
+    ensure_packages([*names, "tls", "nats"])
     ensure_certs()
 
 

@@ -154,6 +154,7 @@ class Broadcast:
         """
         hub = self._require_hub()
         _check_channel(channel)
+        hub.check_channel(channel)
         if not isinstance(message, (str, bytes)):
             raise InvalidMessage(
                 f"A message must be str or bytes, not {type(message).__name__}: "
@@ -224,6 +225,7 @@ class Subscription(Generic[_T]):
 
     async def __aenter__(self) -> Subscriber[_T]:
         hub = self._broadcast._require_hub()
+        hub.check_channel(self._channel)
         subscriber: Subscriber[_T] = Subscriber(
             self._channel,
             max_queue=self._max_queue,

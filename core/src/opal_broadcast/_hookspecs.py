@@ -107,6 +107,16 @@ def opal_broadcast_connect(  # type: ignore[empty-body]
 
 
 @hookspec(firstresult=True)
+def opal_broadcast_check_channel(url: BackboneURL, options: dict[str, Any], channel: str) -> None:
+    """Raise ``InvalidChannel`` if the backbone cannot carry ``channel`` (optional, synchronous).
+
+    Called before the first publish or subscribe of each channel name, even while the backbone is
+    unreachable, so a bad name is reported as such rather than as an outage. No I/O here. The core
+    remembers names that passed, so this costs nothing per message.
+    """
+
+
+@hookspec(firstresult=True)
 def opal_broadcast_disconnect(connection: Any) -> Awaitable[None]:  # type: ignore[empty-body]
     """Close ``connection`` and release everything it holds.
 
@@ -133,8 +143,10 @@ def opal_broadcast_subscribe(connection: Any, channel: str) -> Awaitable[None]: 
     """Start receiving ``channel`` and return only once the subscription is live on the backbone.
 
     Called for the first local subscriber of a channel, and for every subscribed channel after a
-    reconnect. Deliver what arrives with ``link.deliver(channel, message)``. Validate the name
-    as for publish.
+    reconnect. Deliver what arrives with ``link.deliver(channel, message)``.
+
+    It may be called again for a channel whose previous call raised or was cancelled: make it
+    idempotent, and leave nothing behind that ``unsubscribe`` would not find.
     """
 
 

@@ -32,6 +32,9 @@ logger = logging.getLogger("opal_broadcast")
 
 GapCallback = Callable[[Gap], object]
 
+#: How many channel names that passed the plugin's check are remembered per connection.
+_CHECKED_CHANNELS_KEPT = 10_000
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -53,20 +56,26 @@ class Settings:
 class _Link:
     """The :class:`BackboneLink` handed to a plugin; inert once its connection is replaced."""
 
-    __slots__ = ("active", "hub", "resume_state")
+    __slots__ = ("active", "hub", "lost_early", "resume_state")
 
     def __init__(self, hub: Hub, resume_state: dict[str, Any]) -> None:
         self.hub = hub
         self.resume_state = resume_state
         self.active = True
+        #: A loss reported while the connect hook was still running (the hub checks it after).
+        self.lost_early: str | BaseException | None = None
 
     def deliver(self, channel: str, message: str | bytes) -> None:
         if self.active:
             self.hub.deliver(channel, message)
 
     def lost(self, reason: str | BaseException) -> None:
-        if self.active:
-            self.hub.lost(self, reason)
+        if not self.active:
+            return
+        if self.hub._link is not self:
+            self.lost_early = reason
+            return
+        self.hub.lost(self, reason)
 
 
 class _Channel:
@@ -128,6 +137,7 @@ class Hub:
         self._callbacks: list[GapCallback] = []
         self._supervisor: SystemTask | None = None
         self._deadlines = Deadlines()
+        self._checked_channels: set[str] = set()
         self._since = time.time()
         self._reconnects = 0
         self._gaps = 0
@@ -216,6 +226,13 @@ class Hub:
             if isinstance(exc, Exception):
                 self.reraise(exc, "connecting to")
             raise
+        if link.lost_early is not None:
+            link.active = False
+            await self._disconnect_quietly(connection)
+            raise BackboneUnavailable(
+                f"The connection to {self.url} was lost while connecting: "
+                + self.url.redact(_describe(link.lost_early))
+            )
         self._generation += 1
         self._link = link
         self._connection = connection
@@ -225,8 +242,10 @@ class Hub:
         self._link = self._connection = None
         if link is not None:
             link.active = False
-        if connection is None:
-            return
+        if connection is not None:
+            await self._disconnect_quietly(connection)
+
+    async def _disconnect_quietly(self, connection: Any) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.settings.close_timeout):
             try:
                 await _maybe(self._hooks.opal_broadcast_disconnect(connection=connection))
@@ -278,11 +297,11 @@ class Hub:
                 self._last_error = self.url.redact(f"{type(exc).__name__}: {exc}")
                 delay = self.settings.backoff(attempt)
                 logger.info(
-                    "reconnecting to %s failed (attempt %d): %s; next try in %.2f s",
+                    "reconnecting to %s failed (attempt %d), next try in %.2f s: %s",
                     self.url,
                     attempt + 1,
-                    self._last_error,
                     delay,
+                    self._last_error,
                 )
                 attempt += 1
                 await anyio.sleep(delay)
@@ -318,8 +337,7 @@ class Hub:
         self._lost.set()
         if self._state != "connected":
             return  # already reconnecting: the gap is reported
-        text = reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
-        text = self.url.redact(text)
+        text = self.url.redact(_describe(reason))
         self._state = "reconnecting"
         self._last_error = text
         self._connected = anyio.Event()
@@ -350,6 +368,17 @@ class Hub:
         event = Event(channel, message)
         for subscriber in entry.subscribers:
             subscriber.offer(event)
+
+    def check_channel(self, channel: str) -> None:
+        """Let the plugin refuse a channel name before any I/O (each name is checked once)."""
+        if channel in self._checked_channels:
+            return
+        self._hooks.opal_broadcast_check_channel(
+            url=self.url, options=self.options, channel=channel
+        )
+        if len(self._checked_channels) >= _CHECKED_CHANNELS_KEPT:
+            self._checked_channels.clear()
+        self._checked_channels.add(channel)
 
     async def publish(self, channel: str, message: str | bytes, timeout: float) -> None:
         """Send through the backbone within ``timeout`` seconds or raise a typed error."""
@@ -470,7 +499,12 @@ class Hub:
         if isinstance(exc, BroadcastError) and not leaked:
             raise exc
         message = f"Error {doing} {self.url}: " + self.url.redact(f"{type(exc).__name__}: {text}")
-        kind = type(exc) if isinstance(exc, BroadcastError) else BackboneError
+        if isinstance(exc, BroadcastError):
+            kind: type[BroadcastError] = type(exc)
+        elif isinstance(exc, (OSError, TimeoutError)):  # includes ConnectionError
+            kind = BackboneUnavailable
+        else:
+            kind = BackboneError
         try:
             clean = kind(message)
         except TypeError:  # an error type with a richer constructor
@@ -478,6 +512,10 @@ class Hub:
         if leaked:
             raise clean from None  # the cause would print the secret in a traceback
         raise clean from exc
+
+
+def _describe(reason: str | BaseException) -> str:
+    return reason if isinstance(reason, str) else f"{type(reason).__name__}: {reason}"
 
 
 async def _maybe(result: Awaitable[None] | None) -> None:

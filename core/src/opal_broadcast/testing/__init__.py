@@ -16,7 +16,7 @@ pytest plugin, both installed with ``pip install opal-broadcast[testing]``)::
             return "asyncio"
 
         @pytest.fixture
-        def outage(self):              # optional: enables the loss-and-recovery tests
+        def outage(self):              # required: loss and recovery are part of the contract
             return MyServerOutage()    # async interrupt() and restore(), see BackboneOutage
 """
 

@@ -1,7 +1,7 @@
 """The conformance suite every backbone plugin runs against its real server.
 
-Subclass :class:`BackboneConformance` in a test module, provide ``backbone_url`` (and optionally
-``outage``, ``anyio_backend``, ``broadcast_options``), and pytest collects every test below.
+Subclass :class:`BackboneConformance` in a test module, provide ``backbone_url`` and ``outage``
+(and optionally ``anyio_backend``, ``broadcast_options``), and pytest collects every test below.
 """
 
 from __future__ import annotations
