@@ -82,6 +82,11 @@ async def opal_broadcast_disconnect(connection: NatsConnection) -> None:
 
 
 @hookimpl
+def opal_broadcast_check_channel(url: BackboneURL, options: dict[str, Any], channel: str) -> None:
+    check_subject(channel)
+
+
+@hookimpl
 async def opal_broadcast_publish(
     connection: NatsConnection, channel: str, message: str | bytes
 ) -> None:
