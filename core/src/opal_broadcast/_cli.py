@@ -136,8 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _backends() -> int:
     rows = [("SCHEME", "DISTRIBUTION", "VERSION", "STATUS")]
     for backbone in default_registry().backbones():
-        built_in = "(built in)" if backbone.name == "memory" else "(in-process)"
-        distribution = backbone.distribution or built_in
+        distribution = backbone.distribution or "(in-process)"
         if backbone.info is not None:
             for scheme in backbone.info.schemes:
                 rows.append((scheme, distribution, backbone.version or "-", "ok"))
@@ -162,6 +161,8 @@ async def _check(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         async with broadcast:
             connected = time.perf_counter()
+            assert broadcast._hub is not None
+            print(f"  served by {broadcast._hub.backbone.origin}")
             print(f"  connected in {(connected - started) * 1000:.1f} ms")
             async with broadcast.subscribe(channel) as subscriber:
                 sent = time.perf_counter()

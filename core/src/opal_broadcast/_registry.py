@@ -74,9 +74,17 @@ class Registry:
         self._adopted: dict[int, tuple[object, Backbone]] = {}
         self._resolved: dict[tuple[str, str | None, str | None], Backbone] = {}
 
-    def register(self, plugin: object, *, name: str | None = None) -> Backbone:
+    def register(
+        self,
+        plugin: object,
+        *,
+        name: str | None = None,
+        distribution: str | None = None,
+        version: str | None = None,
+    ) -> Backbone:
         """Register ``plugin`` in-process; it wins over entry-point plugins for its schemes."""
-        backbone = _load(plugin, name=name or _plugin_name(plugin), distribution=None, version=None)
+        name = name or _plugin_name(plugin)
+        backbone = _load(plugin, name=name, distribution=distribution, version=version)
         if backbone.error is not None:
             raise PluginLoadError(
                 f"Plugin {backbone.name!r} is invalid: {backbone.error}"
@@ -268,9 +276,11 @@ def default_registry() -> Registry:
     if _default is None:
         autoload = os.environ.get(DISABLE_AUTOLOAD_ENV, "").lower() not in {"1", "true", "yes"}
         registry = Registry(autoload=autoload)
-        from . import _memory
+        from . import __version__, _memory
 
-        registry.register(_memory, name="memory")
+        registry.register(
+            _memory, name="memory", distribution="opal-broadcast", version=__version__
+        )
         _default = registry
     return _default
 
