@@ -1,0 +1,390 @@
+"""The plugin's handle for one shared backbone connection: a publishing wire and a pub/sub wire.
+
+redis-py opens and authenticates each of the two connections: TCP, TLS with certificate checks, or
+a unix socket, then ``AUTH`` (password-only or ACL user), ``CLIENT SETNAME``, ``SELECT``. After
+that handshake the plugin's :class:`~._wire.Wire` takes over the transport (``set_protocol``) and
+redis-py is no longer involved, which is what keeps every loss visible: redis-py's pub/sub
+reconnects and resubscribes on its own, retries commands, and loses the messages in between
+without a word. Here a broken wire is reported through ``link.lost`` and the core reconnects,
+restores the channels and reports the gap.
+
+Two connections because a subscribed RESP2 connection can only (un)subscribe and ping. The
+liveness probe pings both: a frozen pub/sub connection (TCP open, nothing forwarded) is the one
+that would otherwise lose messages silently, and a frozen publishing one would make every
+publish time out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from opal_broadcast import (
+    AuthenticationFailed,
+    BackboneError,
+    BackboneLink,
+    BackboneUnavailable,
+    InvalidChannel,
+    InvalidMessage,
+    InvalidOption,
+    MessageTooLarge,
+)
+
+from ._options import ENV_PASSWORD, RedisConfig
+from ._resp import ErrorReply, Reply, command, publish_command
+from ._wire import Wire
+
+if TYPE_CHECKING:
+    from redis.asyncio.connection import AbstractConnection
+
+__all__ = ["MAX_MESSAGE_BYTES", "RedisConnection"]
+
+#: Redis's default ``proto-max-bulk-len``: the largest string a server accepts.
+MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+
+_PING = command(b"PING")
+#: How long a TLS handshake may take before the port is checked for plain RESP.
+_TLS_SUSPICION = 1.0
+_AUTH_CODES = ("NOAUTH", "WRONGPASS", "NOPERM")
+
+
+class RedisConnection:
+    """Both wires of one backbone connection, and the channel names subscribed on it."""
+
+    def __init__(self, config: RedisConfig, link: BackboneLink) -> None:
+        self.config = config
+        self._link = link
+        self._deliver = link.deliver
+        self._decode = config.decode_messages
+        self._names: dict[bytes, str] = {}
+        self._lost: str | None = None
+        self._publisher: Wire | None = None
+        self._subscriber: Wire | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect both wires, check each answers a PING, or raise a typed error."""
+        loop = asyncio.get_running_loop()
+        tasks = [
+            loop.create_task(self._open_wire("publishing", None)),
+            loop.create_task(self._open_wire("pub/sub", self._on_message)),
+        ]
+        try:
+            await asyncio.wait(tasks)
+        except BaseException:  # cancelled (the core's connect timeout): leave nothing open
+            for task in tasks:
+                task.cancel()
+                task.add_done_callback(_close_opened)
+            raise
+        failures = [error for error in (task.exception() for task in tasks) if error is not None]
+        if failures:
+            for task in tasks:
+                _close_opened(task)
+            # An authentication error says more than the other connection's side effect of it.
+            failures.sort(key=lambda error: not isinstance(error, AuthenticationFailed))
+            raise failures[0]
+        self._publisher, self._subscriber = (task.result() for task in tasks)
+        try:
+            self._check(await self._publisher.request(_PING), "PING")
+            self._check(await self._subscriber.request(_PING), "PING")
+        except BaseException:
+            self.close()
+            raise
+        if self._lost is not None:
+            # The core ignores a loss reported before connect() returns: say it here.
+            self.close()
+            raise BackboneUnavailable(f"{self.config.url} closed the connection: {self._lost}.")
+
+    async def _open_wire(
+        self, label: str, on_message: Callable[[bytes, bytes], None] | None
+    ) -> Wire:
+        connection = _redis_connection(self.config)
+        try:
+            if self.config.tls and not self.config.unix:
+                await self._connect_tls(connection)
+            else:
+                await connection.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
+            wire = Wire(label, self._on_lost, on_message)
+            wire.take_over(*_streams(connection))
+        except Exception as exc:
+            typed = self._typed(exc)
+            if typed is exc:
+                raise
+            raise typed from _cause(exc, self.config)
+        finally:
+            _release(connection)
+        return wire
+
+    async def _connect_tls(self, connection: AbstractConnection) -> None:
+        """Connect with TLS; if the handshake stalls, check whether the port speaks plain RESP.
+
+        A plaintext Redis reads a TLS ClientHello as the start of an inline command and waits for
+        a newline that may never come, so the handshake would only end at the connect timeout.
+        """
+        attempt = asyncio.ensure_future(connection.connect())  # type: ignore[no-untyped-call]
+        try:
+            await asyncio.wait({attempt}, timeout=_TLS_SUSPICION)
+            if not attempt.done():
+                kwargs = self.config.connection_kwargs
+                if await _answers_plaintext(kwargs["host"], kwargs["port"]):
+                    raise BackboneUnavailable(
+                        f"{self.config.url}: port {kwargs['port']} answers in plain RESP, not "
+                        "TLS. Use redis:// for it, or the port where the server speaks TLS."
+                    )
+            await attempt
+        finally:
+            if not attempt.done():
+                attempt.cancel()
+                attempt.add_done_callback(lambda _: _release(connection))
+
+    def close(self) -> None:
+        """Close both wires now (abort: no round trip, nothing to wait for)."""
+        for wire in (self._publisher, self._subscriber):
+            if wire is not None:
+                wire.close()
+        self._names.clear()
+
+    def _on_lost(self, reason: str) -> None:
+        if self._lost is None:
+            self._lost = reason
+            self._link.lost(self.config.redact(reason))
+
+    # -- messages ---------------------------------------------------------------------------
+
+    async def publish(self, channel: str, message: str | bytes) -> None:
+        """PUBLISH, pipelined with concurrent ones; returns once Redis has answered."""
+        name = _channel_bytes(channel)
+        if type(message) is str:
+            try:
+                payload = message.encode()
+            except UnicodeEncodeError as exc:
+                raise InvalidMessage(f"The message is not valid Unicode text: {exc}.") from None
+        else:
+            payload = message  # type: ignore[assignment]  # bytes (checked by the core)
+        if len(payload) > MAX_MESSAGE_BYTES:
+            raise MessageTooLarge(
+                f"The message has {len(payload)} bytes; Redis accepts at most "
+                f"{MAX_MESSAGE_BYTES} (proto-max-bulk-len). Send a reference to the data instead."
+            )
+        wire = self._publisher
+        assert wire is not None
+        if not wire.writable:
+            await wire.wait_writable()
+        reply = await wire.request(publish_command(name, payload))
+        if type(reply) is not int:
+            self._check(reply, "PUBLISH")
+
+    async def subscribe(self, channel: str) -> None:
+        """SUBSCRIBE; returns when Redis has confirmed it, so a later PUBLISH reaches us."""
+        name = _channel_bytes(channel)
+        wire = self._subscriber
+        assert wire is not None
+        self._names[name] = channel
+        try:
+            reply = await wire.request(command(b"SUBSCRIBE", name))
+            self._check(reply, "SUBSCRIBE")
+        except BaseException:
+            self._names.pop(name, None)
+            if wire.broken is None:
+                # Cancelled midway: Redis may have subscribed already. Undo it (in order on the
+                # wire, before any later SUBSCRIBE of the channel); nobody waits for the answer.
+                wire.request(command(b"UNSUBSCRIBE", name)).add_done_callback(_ignore)
+            raise
+
+    async def unsubscribe(self, channel: str) -> None:
+        """UNSUBSCRIBE; messages already on their way for the channel are dropped."""
+        name = _channel_bytes(channel)
+        wire = self._subscriber
+        assert wire is not None
+        self._names.pop(name, None)
+        if wire.broken is None:
+            self._check(await wire.request(command(b"UNSUBSCRIBE", name)), "UNSUBSCRIBE")
+
+    async def probe(self) -> None:
+        """PING both wires; the core's deadline turns a frozen one into a loss."""
+        assert self._publisher is not None
+        assert self._subscriber is not None
+        first = self._publisher.request(_PING)
+        second = self._subscriber.request(_PING)
+        self._check(await first, "PING")
+        self._check(await second, "PING")
+
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        name = self._names.get(channel)
+        if name is None:
+            return  # unsubscribed while the message was on its way
+        if self._decode:
+            try:
+                self._deliver(name, data.decode())
+            except UnicodeDecodeError:
+                self._deliver(name, data)
+        else:
+            self._deliver(name, data)
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def _check(self, reply: Reply, doing: str) -> None:
+        if isinstance(reply, ErrorReply):
+            text = self.config.redact(reply.text).rstrip(".")
+            url = self.config.url
+            if reply.code in _AUTH_CODES:
+                raise AuthenticationFailed(
+                    f"{url} refused {doing}: {text}. Check the username and password (in the "
+                    f"URL, the password= option or {ENV_PASSWORD}) and the ACL rules of the user."
+                )
+            raise BackboneError(f"{url} answered {doing} with an error: {text}")
+
+    def _typed(self, exc: Exception) -> Exception:
+        """A typed, secret-free error for a failure while connecting."""
+        from redis import exceptions as redis_errors
+
+        url = self.config.url
+        text = self.config.redact(str(exc)).rstrip(".") or type(exc).__name__
+        if isinstance(exc, (BackboneError, InvalidOption)):
+            return exc
+        if isinstance(exc, redis_errors.AuthenticationError) or _is_auth(exc):
+            user = self.config.connection_kwargs.get("username") or "default"
+            return AuthenticationFailed(
+                f"{url} refused the credentials of user {user!r}: {text}. Check the username and "
+                f"password (in the URL, the password= option or {ENV_PASSWORD})."
+            )
+        if isinstance(exc, redis_errors.ResponseError) and "DB index" in str(exc):
+            return InvalidOption(f"{url}: {text}. Use a database number the server has.")
+        tls = _ssl_error(exc)
+        if tls is not None:
+            hint = (
+                "the server's certificate did not verify (check ssl_ca_certs, and the host name "
+                "against the certificate, or ssl_check_hostname)"
+                if isinstance(tls, ssl.SSLCertVerificationError)
+                else "is it a TLS port? rediss:// needs a server with TLS enabled"
+            )
+            return BackboneUnavailable(
+                f"TLS handshake with {url} failed: {self.config.redact(str(tls))}; {hint}."
+            )
+        if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)):
+            hint = ""
+            if not self.config.tls and "connecting to" not in text:
+                # Connected, then dropped during the handshake: the usual sign of a TLS port.
+                hint = " If the server only speaks TLS, use rediss://."
+            return BackboneUnavailable(
+                f"Could not connect to {url}: {text}. Check that Redis is running and reachable "
+                f"from here.{hint}"
+            )
+        return BackboneError(f"Could not connect to {url}: {type(exc).__name__}: {text}")
+
+
+def _redis_connection(config: RedisConfig) -> AbstractConnection:
+    """A redis-py connection object for ``config`` (not connected yet)."""
+    from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+
+    kwargs: dict[str, Any] = {
+        **config.connection_kwargs,
+        "protocol": 2,
+        "socket_timeout": None,  # the core bounds connect; the wire never blocks on a read
+        "socket_connect_timeout": None,
+    }
+    info = _driver_info()
+    if info is not None:
+        kwargs["driver_info"] = info
+    if config.unix:
+        return UnixDomainSocketConnection(**kwargs)
+    if config.tls:
+        return SSLConnection(**kwargs)
+    return Connection(**kwargs)
+
+
+def _driver_info() -> Any:
+    """``CLIENT SETINFO LIB-NAME redis-py(opal-broadcast-redis_v...)`` where redis-py has it."""
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:  # redis-py < 7
+        return None
+    from . import __version__
+
+    return DriverInfo().add_upstream_driver("opal-broadcast-redis", __version__)
+
+
+# The two places that reach into redis-py's connection object: its stream writer (for the
+# transport), and forgetting the streams once the wire owns the transport, so that the connection
+# object neither closes it nor warns about it when garbage-collected. Both attributes exist from
+# redis-py 4.2 (the asyncio client) to 8.x.
+
+
+def _streams(connection: AbstractConnection) -> tuple[asyncio.Transport, object]:
+    """The connection's transport, and its stream writer (which must outlive it)."""
+    writer = getattr(connection, "_writer", None)
+    transport = getattr(writer, "transport", None)
+    if not isinstance(transport, asyncio.Transport):
+        raise BackboneError(
+            "This version of redis-py keeps its connection's streams elsewhere; "
+            "opal-broadcast-redis supports redis-py 5.2 to 8.x."
+        )
+    return transport, writer
+
+
+def _release(connection: AbstractConnection) -> None:
+    """Let go of redis-py's streams; abort the transport unless a wire has taken it over."""
+    writer = getattr(connection, "_writer", None)
+    transport = getattr(writer, "transport", None)
+    if transport is not None and not isinstance(transport.get_protocol(), Wire):
+        transport.abort()
+    connection._reader = connection._writer = None
+
+
+def _ignore(future: asyncio.Future[Reply]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _close_opened(task: asyncio.Task[Wire]) -> None:
+    if task.done() and not task.cancelled() and task.exception() is None:
+        task.result().close()
+
+
+async def _answers_plaintext(host: str, port: int) -> bool:
+    """Whether ``host:port`` answers a plain-text ``PING`` the way Redis does (within 1 s)."""
+
+    async def ping() -> bytes:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(b"PING\r\n")
+            return await reader.read(64)
+        finally:
+            writer.transport.abort()
+
+    try:
+        answer = await asyncio.wait_for(ping(), 1.0)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    return answer[:1] in (b"+", b"-")
+
+
+def _channel_bytes(channel: str) -> bytes:
+    try:
+        return channel.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidChannel(f"The channel name is not valid Unicode text: {exc}.") from None
+
+
+def _is_auth(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(code in text for code in (*_AUTH_CODES, "invalid password", "invalid username"))
+
+
+def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _cause(exc: Exception, config: RedisConfig) -> Exception | None:
+    """Chain the driver's error unless its text would show the password."""
+    return exc if config.redact(str(exc)) == str(exc) else None

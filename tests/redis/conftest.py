@@ -1,0 +1,121 @@
+"""Fixtures for the Redis backbone's tests: asyncio only, outages, a unix-socket server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.services import TcpProxy
+
+#: Every wait in these tests is bounded by this many seconds.
+DEADLINE = 20.0
+
+#: Short timings so losses are found and repaired within a second or two.
+FAST = {
+    "publish_timeout": 2.0,
+    "connect_timeout": 3.0,
+    "probe_interval": 0.2,
+    "probe_timeout": 0.5,
+    "reconnect_max_delay": 0.3,
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The plugin runs on asyncio only (redis-py's asyncio client)."""
+    return "asyncio"
+
+
+class ServerRestart:
+    """:class:`BackboneOutage` by stopping the Redis test servers and starting them again."""
+
+    def __init__(self, services: ModuleType) -> None:
+        self.services = services
+        self.down = False
+
+    async def interrupt(self) -> None:
+        """Stop every Redis test instance (SIGTERM); existing connections see EOF."""
+        self.down = True
+        await self.services.astop("redis")
+
+    async def restore(self) -> None:
+        """Start them again (a no-op when they run)."""
+        if self.down:
+            await self.services.astart("redis")
+            self.down = False
+
+
+class ProxyCut:
+    """:class:`BackboneOutage` by resetting a TCP proxy's connections and refusing new ones."""
+
+    def __init__(self, proxy: TcpProxy) -> None:
+        self.proxy = proxy
+
+    async def interrupt(self) -> None:
+        """RST every proxied connection; refuse new ones until restore()."""
+        self.proxy.cut(refuse_new=True)
+
+    async def restore(self) -> None:
+        """Accept and forward again."""
+        self.proxy.resume()
+
+
+@pytest.fixture
+def server_restart(services: ModuleType) -> Iterator[ServerRestart]:
+    """A ServerRestart that is always undone, even when the test fails midway."""
+    outage = ServerRestart(services)
+    yield outage
+    if outage.down:
+        services.start("redis")
+
+
+@pytest.fixture
+async def proxy_to(
+    tcp_proxy: Callable[..., TcpProxy],
+) -> AsyncIterator[Callable[[str], TcpProxy]]:
+    """``proxy_to(url)``: a started TCP proxy in front of ``url``, closed after the test."""
+    proxies: list[TcpProxy] = []
+
+    def make(url: str) -> TcpProxy:
+        proxy = tcp_proxy(url)
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        await proxy.aclose()
+
+
+@pytest.fixture(scope="session")
+def unix_socket_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private redis-server listening on a unix socket only (no TCP port); its socket path."""
+    server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(server).exists():
+        message = "redis-server is not installed; run: uv run python -m tests.services up redis"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI=true: a missing service fails, never skips)")
+        pytest.skip(message)
+    directory = tmp_path_factory.mktemp("redis-unix")
+    socket = directory / "redis.sock"
+    process = subprocess.Popen(
+        [server, "--port", "0", "--unixsocket", str(socket), "--save", "", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not socket.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"redis-server on {socket} did not start")
+            time.sleep(0.02)
+        yield socket
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -1,0 +1,59 @@
+"""The Redis backbone passes the conformance suite: plain, ACL user over a proxy, and TLS."""
+
+from collections.abc import Callable
+
+import pytest
+
+from opal_broadcast.testing import BackboneConformance
+from tests.redis.conftest import ProxyCut, ServerRestart
+from tests.services import TcpProxy
+
+pytestmark = pytest.mark.redis
+
+
+class TestRedisConformance(BackboneConformance):
+    """redis:// without auth; the outage is a real stop and start of the server."""
+
+    @pytest.fixture
+    def backbone_url(self, redis_url: str) -> str:
+        return redis_url
+
+    @pytest.fixture
+    def outage(self, server_restart: ServerRestart) -> ServerRestart:
+        return server_restart
+
+
+class TestRedisAclConformance(BackboneConformance):
+    """redis://user:password@ (an ACL user) through a TCP proxy that can cut every connection."""
+
+    @pytest.fixture
+    async def proxy(self, proxy_to: Callable[[str], TcpProxy], redis_acl_url: str) -> TcpProxy:
+        proxy = proxy_to(redis_acl_url)
+        await proxy.start()
+        return proxy
+
+    @pytest.fixture
+    def backbone_url(self, proxy: TcpProxy) -> str:
+        return proxy.url()
+
+    @pytest.fixture
+    def outage(self, proxy: TcpProxy) -> ProxyCut:
+        return ProxyCut(proxy)
+
+
+class TestRedisTlsConformance(BackboneConformance):
+    """rediss:// verified against the test CA, through a TCP proxy that can cut every connection."""
+
+    @pytest.fixture
+    async def proxy(self, proxy_to: Callable[[str], TcpProxy], rediss_url: str) -> TcpProxy:
+        proxy = proxy_to(rediss_url)
+        await proxy.start()
+        return proxy
+
+    @pytest.fixture
+    def backbone_url(self, proxy: TcpProxy) -> str:
+        return proxy.url()
+
+    @pytest.fixture
+    def outage(self, proxy: TcpProxy) -> ProxyCut:
+        return ProxyCut(proxy)
