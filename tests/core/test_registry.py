@@ -223,3 +223,21 @@ async def test_untyped_connection_errors_become_backbone_unavailable():
         async with Broadcast("oserr://x", backend=plugin):
             pass
     assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+
+
+async def test_secrets_declared_by_the_plugin_are_masked():
+    """A password from the environment, declared with link.keep_secret, never reaches an error."""
+    plugin = make_plugin("envsecret")
+
+    @hookimpl
+    async def opal_broadcast_connect(url, options, link):
+        link.keep_secret("Env-S3cret")
+        raise RuntimeError("AUTH Env-S3cret refused")
+
+    plugin.opal_broadcast_connect = opal_broadcast_connect
+    with pytest.raises(opal_broadcast.BackboneError) as caught:
+        async with Broadcast("envsecret://h", backend=plugin):
+            pass
+    assert "Env-S3cret" not in str(caught.value)
+    assert "AUTH *** refused" in str(caught.value)
+    assert caught.value.__cause__ is None

@@ -86,3 +86,17 @@ def test_take_options_refuses_unknown_names_with_a_hint():
         take_options(url, ["ssl_ca_certs", "health_check"])
     merged = take_options(url, ["ssl_ca_certs", "health_chek"], {"ssl_ca_certs": "/y"})
     assert merged == {"ssl_ca_certs": "/y", "health_chek": "1"}
+
+
+def test_secret_query_options_are_masked_too():
+    """password=, sasl_plain_password=, token= values never render; other options do."""
+    url = BackboneURL.parse(
+        "kafka://h:9092?sasl_plain_password=Sentinel%2Fq1&security_protocol=SASL_SSL&token=T0k3n"
+    )
+    text = str(url) + repr(url)
+    assert "Sentinel" not in text and "T0k3n" not in text
+    assert "security_protocol=SASL_SSL" in text
+    assert (
+        url.redact("refused Sentinel/q1 and Sentinel%2Fq1 and T0k3n")
+        == "refused *** and *** and ***"
+    )

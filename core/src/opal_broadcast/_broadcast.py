@@ -6,14 +6,12 @@ import os
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
 
-import anyio
-import anyio.lowlevel
-
 from ._errors import ConfigurationError, InvalidChannel, InvalidMessage, NotConnectedError
 from ._events import Event, Gap, Health
 from ._hub import GapCallback, Hub, Settings, open_hub
 from ._registry import Backbone, default_registry
 from ._subscriber import Subscriber
+from ._system_task import current_loop
 from ._url import BackboneURL
 
 __all__ = ["Broadcast", "Subscription"]
@@ -66,13 +64,13 @@ class Broadcast:
         self._publish_timeout = publish_timeout
         self._max_queue = max_queue
         self._options = options
-        self._settings = Settings(
-            connect_timeout=connect_timeout,
-            probe_interval=probe_interval,
-            probe_timeout=probe_timeout,
-            reconnect_max_delay=reconnect_max_delay,
+        # Everything but the event loop and the plugin that decides which hub this joins.
+        self._sharing_key = (
+            self._url.reveal(),
+            (connect_timeout, probe_interval, probe_timeout, reconnect_max_delay),
+            _freeze(options) if options else (),
+            True if share_connection else object(),
         )
-        self._share = True if share_connection else object()
         self._hub: Hub | None = None
         self._subscribers: set[Subscriber[Any]] = set()
 
@@ -108,17 +106,10 @@ class Broadcast:
         if self._hub is not None:
             return
         backbone = self._resolve()
-        key = (
-            anyio.lowlevel.current_token().native_token,
-            self._url.reveal(),
-            backbone.name,
-            self._settings,
-            _freeze(self._options),
-            self._share,
-        )
+        key = (current_loop(), backbone.name, *self._sharing_key)
         self._hub = await open_hub(
             key,
-            lambda: Hub(key, self._url, backbone, self._options, self._settings),
+            lambda: Hub(key, self._url, backbone, self._options, _settings(*self._sharing_key[1])),
             self._on_gap,
         )
 
@@ -232,7 +223,7 @@ class Subscription(Generic[_T]):
             keep_going=self._keep_going,
             detach=hub.detach,
         )
-        await hub.add(subscriber, self._broadcast._settings.connect_timeout)
+        await hub.add(subscriber, hub.settings.connect_timeout)
         self._broadcast._subscribers.add(subscriber)
         self._subscriber, self._hub = subscriber, hub
         return subscriber
@@ -255,6 +246,18 @@ def _check_channel(channel: object) -> None:
         raise InvalidChannel(f"A channel name must be a str, not {type(channel).__name__}.")
     if not channel:
         raise InvalidChannel("A channel name must not be empty.")
+
+
+def _settings(
+    connect_timeout: float, probe_interval: float, probe_timeout: float, reconnect_max_delay: float
+) -> Settings:
+    # Built only when this instance opens a new hub: joining a shared one needs none.
+    return Settings(
+        connect_timeout=connect_timeout,
+        probe_interval=probe_interval,
+        probe_timeout=probe_timeout,
+        reconnect_max_delay=reconnect_max_delay,
+    )
 
 
 def _freeze(options: dict[str, Any]) -> tuple[tuple[str, str], ...]:

@@ -69,6 +69,13 @@ class BackboneLink(Protocol):
     def deliver(self, channel: str, message: str | bytes) -> None:
         """Hand one message received on ``channel`` to every local subscriber of that channel."""
 
+    def keep_secret(self, secret: str) -> None:
+        """Mask ``secret`` in every error and log line the core writes about this connection.
+
+        Call it in ``connect`` for credentials that do not sit in the URL's userinfo (keyword
+        options, environment variables); the URL's own password is masked already.
+        """
+
     def lost(self, reason: str | BaseException) -> None:
         """Report that the connection is gone or may have dropped messages.
 

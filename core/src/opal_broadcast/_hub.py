@@ -69,6 +69,10 @@ class _Link:
         if self.active:
             self.hub.deliver(channel, message)
 
+    def keep_secret(self, secret: str) -> None:
+        if secret:
+            self.hub.secrets.add(secret)
+
     def lost(self, reason: str | BaseException) -> None:
         if not self.active:
             return
@@ -138,6 +142,8 @@ class Hub:
         self._supervisor: SystemTask | None = None
         self._deadlines = Deadlines()
         self._checked_channels: set[str] = set()
+        #: Secrets from outside the URL (options, environment) that plugins asked to mask.
+        self.secrets: set[str] = set()
         self._since = time.time()
         self._reconnects = 0
         self._gaps = 0
@@ -231,7 +237,7 @@ class Hub:
             await self._disconnect_quietly(connection)
             raise BackboneUnavailable(
                 f"The connection to {self.url} was lost while connecting: "
-                + self.url.redact(_describe(link.lost_early))
+                + self.redact(_describe(link.lost_early))
             )
         self._generation += 1
         self._link = link
@@ -250,7 +256,7 @@ class Hub:
             try:
                 await _maybe(self._hooks.opal_broadcast_disconnect(connection=connection))
             except Exception as exc:
-                logger.debug("closing %s failed (ignored): %s", self.url, self.url.redact(str(exc)))
+                logger.debug("closing %s failed (ignored): %s", self.url, self.redact(str(exc)))
 
     def _mark_connected(self) -> None:
         self._state = "connected"
@@ -294,7 +300,7 @@ class Hub:
                 await self._connect_once()
                 await self._restore_subscriptions()
             except Exception as exc:
-                self._last_error = self.url.redact(f"{type(exc).__name__}: {exc}")
+                self._last_error = self.redact(f"{type(exc).__name__}: {exc}")
                 delay = self.settings.backoff(attempt)
                 logger.info(
                     "reconnecting to %s failed (attempt %d), next try in %.2f s: %s",
@@ -337,7 +343,7 @@ class Hub:
         self._lost.set()
         if self._state != "connected":
             return  # already reconnecting: the gap is reported
-        text = self.url.redact(_describe(reason))
+        text = self.redact(_describe(reason))
         self._state = "reconnecting"
         self._last_error = text
         self._connected = anyio.Event()
@@ -492,13 +498,20 @@ class Hub:
             subscribers=sum(len(e.subscribers) for e in self._channels.values()),
         )
 
+    def redact(self, text: str) -> str:
+        """``text`` with the URL's password and every secret a plugin declared masked."""
+        text = self.url.redact(text)
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
     def reraise(self, exc: Exception, doing: str) -> NoReturn:
         """Raise ``exc`` if it is typed and free of secrets, else a typed, masked replacement."""
         text = str(exc)
-        leaked = self.url.redact(text) != text
+        leaked = self.redact(text) != text
         if isinstance(exc, BroadcastError) and not leaked:
             raise exc
-        message = f"Error {doing} {self.url}: " + self.url.redact(f"{type(exc).__name__}: {text}")
+        message = f"Error {doing} {self.url}: " + self.redact(f"{type(exc).__name__}: {text}")
         if isinstance(exc, BroadcastError):
             kind: type[BroadcastError] = type(exc)
         elif isinstance(exc, (OSError, TimeoutError)):  # includes ConnectionError

@@ -29,6 +29,7 @@ ENTRY_POINT_GROUP = "opal_broadcast"
 #: Set to 1 to load no plugin from entry points (``register()`` and ``backend=`` still work).
 DISABLE_AUTOLOAD_ENV = "OPAL_BROADCAST_DISABLE_PLUGIN_AUTOLOAD"
 #: ``scheme=distribution[,scheme=distribution]``: which plugin wins when several claim a scheme.
+#: Read when a scheme is first resolved in the process.
 PIN_ENV = "OPAL_BROADCAST_PIN"
 
 REQUIRED_HOOKS = ("opal_broadcast_connect", "opal_broadcast_publish", "opal_broadcast_subscribe")
@@ -72,7 +73,7 @@ class Registry:
         self._entry_point_backbones: list[Backbone] = []
         self._registered: list[Backbone] = []
         self._adopted: dict[int, tuple[object, Backbone]] = {}
-        self._resolved: dict[tuple[str, str | None, str | None], Backbone] = {}
+        self._resolved: dict[tuple[str, str | None], Backbone] = {}
 
     def register(
         self,
@@ -133,7 +134,7 @@ class Registry:
 
     def resolve(self, scheme: str, pin: str | None = None) -> Backbone:
         """The one plugin that serves ``scheme``; ``pin`` (distribution or name) picks among many."""
-        key = (scheme, pin, os.environ.get(PIN_ENV))
+        key = (scheme, pin)
         backbone = self._resolved.get(key)
         if backbone is None:
             backbone = self._resolved[key] = self._resolve(scheme, pin)

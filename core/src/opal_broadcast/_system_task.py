@@ -14,7 +14,15 @@ from collections.abc import Awaitable, Callable
 import anyio
 import anyio.lowlevel
 
-__all__ = ["SystemTask", "current_async_library"]
+__all__ = ["SystemTask", "current_async_library", "current_loop"]
+
+
+def current_loop() -> object:
+    """An object identifying the running event loop (the asyncio loop, or trio's token)."""
+    try:
+        return asyncio.get_running_loop()  # the common case, and much cheaper than anyio's token
+    except RuntimeError:
+        return anyio.lowlevel.current_token().native_token
 
 
 def current_async_library() -> str:

@@ -13,6 +13,11 @@ from ._errors import InvalidOption, InvalidURL
 __all__ = ["BackboneURL", "HostPort"]
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
+_SECRET_NAME = re.compile(r"pass|secret|token|credential", re.IGNORECASE)
+#: ``name=value`` of a secret-looking query option in raw URL text (group 2 is the value).
+_SECRET_OPTION = re.compile(
+    r"([?&][^=&#]*(?:pass|secret|token|credential)[^=&#]*=)([^&#]*)", re.IGNORECASE
+)
 _MASK = "***"
 
 
@@ -112,8 +117,12 @@ class BackboneURL:
         return self._raw
 
     def masked(self) -> str:
-        """The URL with its password replaced by ``***`` (safe for logs, errors and reprs)."""
-        return _mask_raw(self._raw)
+        """The URL with its password, and secret-looking query values, replaced by ``***``.
+
+        Query options whose name contains ``pass``, ``secret``, ``token`` or ``credential``
+        (``password=``, ``sasl_plain_password=``, ``ssl_key_password=``) count as secrets.
+        """
+        return _SECRET_OPTION.sub(rf"\1{_MASK}", _mask_raw(self._raw))
 
     def redact(self, text: str) -> str:
         """Replace every form of this URL's password in ``text`` with ``***``."""
@@ -122,10 +131,13 @@ class BackboneURL:
         return text
 
     def secrets(self) -> list[str]:
-        """The forms in which the password could appear: decoded, as written, re-encoded."""
-        if not self.password:
-            return []
-        forms = {self.password, quote(self.password, safe=""), _raw_password(self._raw) or ""}
+        """Every form in which a secret of this URL could appear: decoded, as written, re-encoded."""
+        values = [value for name, value in self.query if _SECRET_NAME.search(name)]
+        if self.password:
+            values.append(self.password)
+        forms = {form for value in values for form in (value, quote(value, safe=""))}
+        forms.add(_raw_password(self._raw) or "")
+        forms.update(match.group(2) for match in _SECRET_OPTION.finditer(self._raw))
         return sorted(filter(None, forms), key=len, reverse=True)
 
     def __str__(self) -> str:
