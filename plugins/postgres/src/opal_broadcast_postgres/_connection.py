@@ -1,0 +1,162 @@
+"""One backbone connection: a dedicated listening session, and the publisher's lanes.
+
+The listening session is a plain asyncpg connection, never a pooled one (asyncpg's pool runs
+``UNLISTEN *`` on release, MagicStack/asyncpg#189). asyncpg fires its termination listener when
+the server kills, resets or restarts the session, and then forgets every LISTEN: that is reported
+to the core as a loss, and the core reconnects and subscribes every channel again. asyncpg never
+notices a frozen session, so the core's probe runs ``SELECT 1`` on this very session, the one
+whose freezing loses messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from opal_broadcast import BackboneLink
+
+from ._codec import MARK, Encoder, Reassembler, check_channel
+from ._connect import close_quietly, import_asyncpg, open_connection, unavailable
+from ._options import PostgresConfig
+from ._publisher import Publisher
+
+__all__ = ["PostgresConnection"]
+
+logger = logging.getLogger("opal_broadcast.postgres")
+
+#: Server encodings whose bytes are the client's UTF-8 bytes (no conversion, same lengths).
+_UNICODE_ENCODINGS = ("UTF8", "SQL_ASCII")
+
+
+class PostgresConnection:
+    """The plugin's handle for one shared backbone connection (see the module docstring)."""
+
+    def __init__(self, config: PostgresConfig, link: BackboneLink, listener: Any) -> None:
+        self.config = config
+        self._link = link
+        self._deliver = link.deliver
+        self._listener = listener
+        # asyncpg runs one operation at a time per connection: LISTEN, UNLISTEN and the probe
+        # take turns (they would otherwise fail with "another operation is in progress").
+        self._lock = asyncio.Lock()
+        encoding = listener.get_settings().server_encoding
+        self._encoder = Encoder(config.max_message_size, unicode=encoding in _UNICODE_ENCODINGS)
+        self._reassembler = Reassembler(config.max_message_size)
+        self._publisher = Publisher(config, self._encoder.unique)
+        asyncpg = import_asyncpg()
+        self._broken = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+        self._lost = False
+        self._suspect = False  # a probe is under way (if the core gives up on it, it froze)
+        listener.add_termination_listener(self._on_termination)
+
+    @classmethod
+    async def open(cls, config: PostgresConfig, link: BackboneLink) -> PostgresConnection:
+        """Connect the listening session (publishing lanes open on first use)."""
+        listener = await open_connection(
+            config, "listen", statement_cache_size=0, connection_class=_listening_class()
+        )
+        try:
+            connection = cls(config, link, listener)
+        except BaseException:
+            listener.terminate()
+            raise
+        listener.opal_notify = connection._receive
+        return connection
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def publish(self, channel: str, message: str | bytes) -> Awaitable[None]:
+        """Check and encode ``message`` now (typed errors before any I/O); the send to await."""
+        check_channel(channel)
+        return self._publisher.publish(channel, self._encoder.encode(message))
+
+    async def subscribe(self, channel: str) -> None:
+        """LISTEN on ``channel`` (quoted by asyncpg); live once this returns."""
+        check_channel(channel)
+        async with self._lock:
+            try:
+                await self._listener.add_listener(channel, self._on_notification)
+            except self._broken as exc:
+                raise unavailable(self.config, exc, f"LISTEN on {channel!r} failed") from exc
+
+    async def unsubscribe(self, channel: str) -> None:
+        """UNLISTEN ``channel``."""
+        async with self._lock:
+            try:
+                await self._listener.remove_listener(channel, self._on_notification)
+            except self._broken as exc:
+                raise unavailable(self.config, exc, f"UNLISTEN of {channel!r} failed") from exc
+
+    async def probe(self) -> None:
+        """``SELECT 1`` on the listening session; the core bounds it with ``probe_timeout``."""
+        self._suspect = True
+        async with self._lock:
+            try:
+                await self._listener.execute("SELECT 1")
+            except self._broken as exc:
+                raise unavailable(self.config, exc, "the liveness probe failed") from exc
+        self._suspect = False
+
+    async def close(self) -> None:
+        """Close everything; politely unless the session was lost or froze. Never raises."""
+        listener = self._listener
+        listener.remove_termination_listener(self._on_termination)
+        graceful = not (self._lost or self._suspect or listener.is_closed())
+        closing = [self._publisher.close(graceful=graceful)]
+        if graceful:
+            closing.append(close_quietly(listener))
+        else:
+            listener.terminate()
+        await asyncio.gather(*closing, return_exceptions=True)
+
+    # -- callbacks from asyncpg ---------------------------------------------------------------
+
+    def _on_notification(self, _connection: Any, pid: int, channel: str, payload: str) -> None:
+        self._receive(pid, channel, payload)
+
+    def _receive(self, pid: int, channel: str, payload: str) -> None:
+        if not payload.startswith(MARK):
+            self._deliver(channel, payload)  # the common case: a plain text message
+            return
+        message = self._reassembler.feed(channel, pid, payload)
+        if message is not None:
+            self._deliver(channel, message)
+
+    def _on_termination(self, _connection: Any) -> None:
+        self._lost = True
+        self._link.lost(
+            "the server closed the listening session (terminated, restarted or reset); "
+            "its LISTENs are gone"
+        )
+
+
+@functools.cache
+def _listening_class() -> Any:
+    """An ``asyncpg.Connection`` that hands notifications to the plugin as they are parsed.
+
+    asyncpg schedules every listener callback with ``loop.call_soon``: a handle and a context copy
+    per notification, about a third of what a small notification costs to receive. This subclass
+    (``connection_class`` is public asyncpg API) overrides the method asyncpg's protocol calls
+    for each notification and delivers at once, in order; the core's ``deliver`` never blocks.
+    The callbacks registered with ``add_listener`` stay the fallback: should a future asyncpg no
+    longer call this method, they receive every notification as before, only a little slower.
+    """
+    base: Any = import_asyncpg().Connection
+
+    class ListeningConnection(base):  # type: ignore[misc]
+        opal_notify: Callable[[int, str, str], None] | None = None
+
+        def _process_notification(self, pid: int, channel: str, payload: str) -> None:
+            notify = self.opal_notify
+            if notify is None or channel not in self._listeners:
+                super()._process_notification(pid, channel, payload)
+                return
+            try:
+                notify(pid, channel, payload)
+            except Exception:  # never let it unwind into asyncpg's protocol
+                logger.exception("delivering a notification on %r failed", channel)
+
+    return ListeningConnection
