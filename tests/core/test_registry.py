@@ -241,3 +241,59 @@ async def test_secrets_declared_by_the_plugin_are_masked():
     assert "Env-S3cret" not in str(caught.value)
     assert "AUTH *** refused" in str(caught.value)
     assert caught.value.__cause__ is None
+
+
+async def test_oversized_message_during_an_outage_is_refused_at_once():
+    """check_message lets a plugin refuse a message while the backbone is down, without waiting."""
+    plugin = make_plugin("capped")
+
+    @hookimpl
+    def opal_broadcast_check_message(url, options, channel, message):
+        if len(message) > 10:
+            raise opal_broadcast.MessageTooLarge(f"{len(message)} bytes is over the cap of 10")
+
+    plugin.opal_broadcast_check_message = opal_broadcast_check_message
+    url = f"capped://{uuid.uuid4().hex[:6]}"
+    async with Broadcast(url, backend=plugin, publish_timeout=30) as broadcast:
+        _memory.simulate_loss(url, stay_down=True)
+        try:
+            with (
+                anyio.fail_after(1),
+                pytest.raises(opal_broadcast.MessageTooLarge, match="cap of 10"),
+            ):
+                await broadcast.publish("c", "x" * 11)
+        finally:
+            _memory.restore(url)
+
+
+async def test_a_channel_gap_reported_by_the_plugin_reaches_only_that_channel():
+    """link.gap(channel, reason): that channel's subscribers see it, nothing reconnects."""
+    plugin = make_plugin("gappy")
+    links = []
+
+    @hookimpl
+    async def opal_broadcast_connect(url, options, link):
+        links.append(link)
+        return await _memory.opal_broadcast_connect(url=url, options=options, link=link)
+
+    plugin.opal_broadcast_connect = opal_broadcast_connect
+    gaps = []
+    async with Broadcast("gappy://g", backend=plugin, on_gap=gaps.append) as broadcast:
+        async with (
+            broadcast.subscribe("a") as ended,
+            broadcast.subscribe("a", keep_going=True) as kept,
+        ):
+            async with broadcast.subscribe("b") as other:
+                links[0].gap("a", "fragment 2/3 never came")
+                with pytest.raises(opal_broadcast.SubscriptionGap, match="fragment 2/3"):
+                    await ended.get()
+                marker = await kept.get()
+                assert isinstance(marker, opal_broadcast.Gap)
+                assert marker.channel == "a"
+                await broadcast.publish("a", "after")
+                await broadcast.publish("b", "unaffected")
+                assert (await kept.get()).message == "after"
+                assert (await other.get()).message == "unaffected"
+        health = broadcast.health()
+    assert (health.gaps, health.reconnects) == (1, 0)
+    assert [gap.channel for gap in gaps] == ["a"]

@@ -18,7 +18,10 @@ reconnection with backoff, restoring subscriptions and reporting gaps. A plugin 
 and reports, through its :class:`BackboneLink`, what arrives and when its connection is gone.
 
 Hooks are called on the event loop of the ``Broadcast`` that opened the connection. The core never
-calls two of them concurrently for one channel, but may publish concurrently from many tasks.
+calls subscribe and unsubscribe concurrently for one channel, but it does call them concurrently
+for different channels, concurrently with publishes from many tasks, and concurrently with the
+liveness probe. A plugin whose driver allows one operation at a time per connection must
+serialise its own calls (or use separate connections).
 """
 
 from __future__ import annotations
@@ -76,6 +79,14 @@ class BackboneLink(Protocol):
         options, environment variables); the URL's own password is masked already.
         """
 
+    def gap(self, channel: str, reason: str) -> None:
+        """Report that messages of ``channel`` were dropped while the connection stays up.
+
+        For example a fragmented message that could not be reassembled. The channel's
+        subscribers see a gap (a default one ends, a ``keep_going`` one gets a marker); nothing
+        reconnects. If the connection itself is in doubt, call :meth:`lost` instead.
+        """
+
     def lost(self, reason: str | BaseException) -> None:
         """Report that the connection is gone or may have dropped messages.
 
@@ -120,6 +131,18 @@ def opal_broadcast_check_channel(url: BackboneURL, options: dict[str, Any], chan
     Called before the first publish or subscribe of each channel name, even while the backbone is
     unreachable, so a bad name is reported as such rather than as an outage. No I/O here. The core
     remembers names that passed, so this costs nothing per message.
+    """
+
+
+@hookspec(firstresult=True)
+def opal_broadcast_check_message(
+    url: BackboneURL, options: dict[str, Any], channel: str, message: str | bytes
+) -> None:
+    """Raise ``MessageTooLarge``/``InvalidMessage`` if the backbone cannot carry ``message``.
+
+    Optional, synchronous, no I/O. Called only while the backbone is unreachable, before the core
+    waits for it, so an oversized message is reported at once instead of as an outage; when
+    connected, ``opal_broadcast_publish`` does its own checks as usual.
     """
 
 

@@ -85,6 +85,11 @@ class BackboneConformance:
         }
 
     @pytest.fixture
+    def invalid_channels(self) -> list[str]:
+        """Channel names this backbone refuses (override to add yours; the empty name is built in)."""
+        return []
+
+    @pytest.fixture
     def channel(self) -> str:
         """A channel name no other test uses (the backbone may be shared between runs)."""
         return f"conformance-{uuid.uuid4().hex[:12]}"
@@ -232,15 +237,17 @@ class BackboneConformance:
             got = [int((await _next_event(subscriber)).message) for _ in range(20)]
         assert got == list(range(20))
 
-    async def test_invalid_channel_is_refused_before_io(
-        self, make_broadcast: Callable[..., Broadcast]
+    async def test_invalid_channels_are_refused(
+        self, make_broadcast: Callable[..., Broadcast], invalid_channels: list[str]
     ) -> None:
-        """An empty channel name is a typed error, for publish and subscribe."""
+        """Names the backbone cannot carry are InvalidChannel, for publish and for subscribe."""
         async with make_broadcast() as broadcast:
-            with pytest.raises(InvalidChannel):
-                await broadcast.publish("", "x")
-            with pytest.raises(InvalidChannel):
-                broadcast.subscribe("")
+            for name in ["", *invalid_channels]:
+                with pytest.raises(InvalidChannel):
+                    await broadcast.publish(name, "x")
+                with pytest.raises(InvalidChannel):
+                    async with broadcast.subscribe(name):
+                        pass
 
     # -- cancellation -------------------------------------------------------------------
 
