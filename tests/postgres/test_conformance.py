@@ -31,3 +31,7 @@ class TestPostgresConformance(BackboneConformance):
     @pytest.fixture
     def outage(self, proxy: TcpProxy) -> ProxyOutage:
         return ProxyOutage(proxy)
+
+    @pytest.fixture
+    def invalid_channels(self) -> list[str]:
+        return ["x" * 64, "é" * 32, "nul\x00inside"]

@@ -185,3 +185,24 @@ async def test_many_concurrent_subscribes_and_a_busy_probe_never_collide(pg_url)
         assert health.channels == len(channels)
         assert health.gaps == 0
         assert health.reconnects == 0
+
+
+async def test_bad_names_and_oversized_messages_are_refused_at_once_during_an_outage(
+    proxy: TcpProxy, channel
+):
+    """While reconnecting, a 64-byte name is InvalidChannel and 2 MiB is MessageTooLarge, now."""
+    from opal_broadcast import InvalidChannel, MessageTooLarge
+
+    async with Broadcast(proxy.url(), **{**FAST, "publish_timeout": 30}) as broadcast:
+        proxy.cut(refuse_new=True)
+        try:
+            with anyio.fail_after(5):
+                while broadcast.health().ok:
+                    await anyio.sleep(0.02)
+            with anyio.fail_after(1):
+                with pytest.raises(InvalidChannel):
+                    await broadcast.publish("x" * 64, "m")
+                with pytest.raises(MessageTooLarge):
+                    await broadcast.publish(channel, "y" * (2 * 1024 * 1024))
+        finally:
+            proxy.resume()

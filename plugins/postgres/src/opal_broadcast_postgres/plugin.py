@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "opal_broadcast_backbone",
+    "opal_broadcast_check_channel",
+    "opal_broadcast_check_message",
     "opal_broadcast_connect",
     "opal_broadcast_disconnect",
     "opal_broadcast_probe",
@@ -42,6 +44,24 @@ async def opal_broadcast_connect(
     from ._options import PostgresConfig
 
     return await PostgresConnection.open(PostgresConfig.parse(url, options), link)
+
+
+@hookimpl
+def opal_broadcast_check_channel(url: BackboneURL, options: dict[str, Any], channel: str) -> None:
+    from ._codec import check_channel
+
+    check_channel(channel)
+
+
+@hookimpl
+def opal_broadcast_check_message(
+    url: BackboneURL, options: dict[str, Any], channel: str, message: str | bytes
+) -> None:
+    # Only called while the server is unreachable: refuse an oversized message at once.
+    from ._codec import Encoder
+    from ._options import PostgresConfig
+
+    Encoder(PostgresConfig.parse(url, options).max_message_size).encode(message)
 
 
 @hookimpl
