@@ -297,3 +297,30 @@ async def test_a_channel_gap_reported_by_the_plugin_reaches_only_that_channel():
         health = broadcast.health()
     assert (health.gaps, health.reconnects) == (1, 0)
     assert [gap.channel for gap in gaps] == ["a"]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_driver_cancellation_does_not_end_supervision():
+    """A disconnect that re-raises an inner task's CancelledError: reconnection still happens."""
+    import asyncio
+
+    plugin = make_plugin("strays")
+
+    @hookimpl
+    async def opal_broadcast_disconnect(connection):
+        await _memory.opal_broadcast_disconnect(connection)
+        inner = asyncio.get_running_loop().create_task(asyncio.sleep(10))
+        inner.cancel()
+        await inner  # raises CancelledError, as aiokafka's stop() can
+
+    plugin.opal_broadcast_disconnect = opal_broadcast_disconnect
+    url = f"strays://{uuid.uuid4().hex[:6]}"
+    async with Broadcast(url, backend=plugin, reconnect_max_delay=0.05) as broadcast:
+        _memory.simulate_loss(url, stay_down=False)
+        with anyio.fail_after(5):
+            while not broadcast.health().ok:
+                await anyio.sleep(0.01)
+        assert broadcast.health().reconnects == 1
+        async with broadcast.subscribe("c") as subscriber:
+            await broadcast.publish("c", "alive")
+            assert (await subscriber.get()).message == "alive"

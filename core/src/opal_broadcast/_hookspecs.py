@@ -69,8 +69,12 @@ class BackboneLink(Protocol):
     #: (for example consumer positions to resume from). Empty on the first connect.
     resume_state: dict[str, Any]
 
-    def deliver(self, channel: str, message: str | bytes) -> None:
-        """Hand one message received on ``channel`` to every local subscriber of that channel."""
+    def deliver(self, channel: str, message: str | bytes) -> bool:
+        """Hand one message received on ``channel`` to every local subscriber of that channel.
+
+        Returns False once the core has given up on this connection (after a loss): the message
+        was not taken, so a plugin that tracks positions must not move past it.
+        """
 
     def keep_secret(self, secret: str) -> None:
         """Mask ``secret`` in every error and log line the core writes about this connection.

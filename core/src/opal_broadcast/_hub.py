@@ -8,8 +8,10 @@ reconnect, and every gap reported (to subscribers, to gap callbacks, to the log)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -65,9 +67,11 @@ class _Link:
         #: A loss reported while the connect hook was still running (the hub checks it after).
         self.lost_early: str | BaseException | None = None
 
-    def deliver(self, channel: str, message: str | bytes) -> None:
+    def deliver(self, channel: str, message: str | bytes) -> bool:
         if self.active:
             self.hub.deliver(channel, message)
+            return True
+        return False
 
     def keep_secret(self, secret: str) -> None:
         if secret:
@@ -260,8 +264,10 @@ class Hub:
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.settings.close_timeout):
             try:
                 await _maybe(self._hooks.opal_broadcast_disconnect(connection=connection))
-            except Exception as exc:
-                logger.debug("closing %s failed (ignored): %s", self.url, self.redact(str(exc)))
+            except BaseException as exc:
+                if not (isinstance(exc, Exception) or _stray_cancellation(exc)):
+                    raise
+                logger.debug("closing %s failed (ignored): %s", self.url, self.redact(repr(exc)))
 
     def _mark_connected(self) -> None:
         self._state = "connected"
@@ -271,12 +277,24 @@ class Hub:
     # -- supervision: probing and reconnecting ------------------------------------------------
 
     async def _supervise(self) -> None:
-        async with anyio.create_task_group() as tasks:
-            if self._hooks.opal_broadcast_probe.get_hookimpls():
-                tasks.start_soon(self._probe_forever)
-            while True:
-                await self._lost.wait()
-                await self._reconnect()
+        try:
+            async with anyio.create_task_group() as tasks:
+                if self._hooks.opal_broadcast_probe.get_hookimpls():
+                    tasks.start_soon(self._probe_forever)
+                while True:
+                    await self._lost.wait()
+                    await self._reconnect()
+        except BaseException as exc:
+            # Only close() may stop supervision; anything else would leave subscribers deaf.
+            if self._state != "closed":
+                logger.error(
+                    "supervision of %s stopped unexpectedly (%r): no more probes or reconnects",
+                    self.url,
+                    exc,
+                )
+            if isinstance(exc, Exception):
+                return  # on trio an escaping error would crash the whole run
+            raise
 
     async def _probe_forever(self) -> None:
         while True:
@@ -287,7 +305,9 @@ class Hub:
             try:
                 with anyio.fail_after(self.settings.probe_timeout):
                     await _maybe(self._hooks.opal_broadcast_probe(connection=connection))
-            except Exception as exc:
+            except BaseException as exc:
+                if not (isinstance(exc, Exception) or _stray_cancellation(exc)):
+                    raise
                 why = (
                     f"no answer within {self.settings.probe_timeout:g} s"
                     if isinstance(exc, TimeoutError)
@@ -304,7 +324,9 @@ class Hub:
             try:
                 await self._connect_once()
                 await self._restore_subscriptions()
-            except Exception as exc:
+            except BaseException as exc:
+                if not (isinstance(exc, Exception) or _stray_cancellation(exc)):
+                    raise
                 self._last_error = self.redact(f"{type(exc).__name__}: {exc}")
                 delay = self.settings.backoff(attempt)
                 logger.info(
@@ -565,6 +587,18 @@ def _direct_publish(hooks: Any) -> Callable[[Any, str, str | bytes], Awaitable[N
         return caller(connection=connection, channel=channel, message=message)  # type: ignore[no-any-return]
 
     return publish
+
+
+def _stray_cancellation(exc: BaseException) -> bool:
+    """A CancelledError raised by a driver's own inner task, not by a cancellation of ours.
+
+    Some drivers (aiokafka's ``stop()``) re-raise the cancellation of a task they own; treated as
+    a cancellation of ours it would end the supervisor and leave every subscriber deaf.
+    """
+    if not isinstance(exc, asyncio.CancelledError) or sys.version_info < (3, 11):
+        return False
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
 
 
 def _describe(reason: str | BaseException) -> str:
