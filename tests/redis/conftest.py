@@ -52,21 +52,6 @@ class ServerRestart:
             self.down = False
 
 
-class ProxyCut:
-    """:class:`BackboneOutage` by resetting a TCP proxy's connections and refusing new ones."""
-
-    def __init__(self, proxy: TcpProxy) -> None:
-        self.proxy = proxy
-
-    async def interrupt(self) -> None:
-        """RST every proxied connection; refuse new ones until restore()."""
-        self.proxy.cut(refuse_new=True)
-
-    async def restore(self) -> None:
-        """Accept and forward again."""
-        self.proxy.resume()
-
-
 @pytest.fixture
 def server_restart(services: ModuleType) -> Iterator[ServerRestart]:
     """A ServerRestart that is always undone, even when the test fails midway."""

@@ -162,6 +162,14 @@ class TcpProxy:
         self._delay = 0.0
         self._flowing.set()
 
+    async def interrupt(self) -> None:
+        """As a conformance ``outage``: reset every connection and refuse new ones."""
+        self.cut(refuse_new=True)
+
+    async def restore(self) -> None:
+        """As a conformance ``outage``: forward and accept again."""
+        self.resume()
+
     def cut(self, *, refuse_new: bool = False) -> int:
         """Reset (RST) both sides of every open connection; return how many were cut.
 
