@@ -7,7 +7,7 @@ from a separate publisher process (this script with ``--publisher``), so the CPU
 the subscriber's own. Both sides use the same consumer settings (the plugin's: fetch_min_bytes=1,
 fetch_max_wait_ms=100) and the same acks (all), so the ratios show what opal-broadcast adds.
 
-    uv run python bench/kafka.py [--rounds 5] [--messages 5000] [--url kafka://127.0.0.1:59092]
+    uv run python bench/bench_kafka.py [--rounds 5] [--messages 5000] [--url kafka://127.0.0.1:59092]
 
 Targets (from the issue): publish calls/s >= 0.95x raw; subscriber CPU per delivered message
 <= 1.10x raw; 10 subscribers in one process >= 2.5x the per-subscriber rate of 10 raw
@@ -20,34 +20,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import os
 import statistics
 import subprocess
 import sys
 import time
-import tracemalloc
-import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
-# Run as a script, this file's directory comes first on sys.path, and this file is kafka.py.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != _HERE]
+import aiokafka
+from _measure import (
+    Block,
+    channel_name,
+    idle_subscription_bytes,
+    interleaved,
+    median_ratio,
+    opal_pattern,
+    percentile,
+    verdict,
+)
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-import aiokafka  # noqa: E402 - after the sys.path fix above
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
-
-from opal_broadcast import BackboneURL, Broadcast  # noqa: E402
+from opal_broadcast import BackboneURL, Broadcast
 
 TEXT = "x" * 100
 #: The plugin's consumer settings, given to the raw consumers too.
 CONSUMER = {"fetch_min_bytes": 1, "fetch_max_wait_ms": 100, "enable_auto_commit": False}
-
-
-def channel_name() -> str:
-    return f"bench-{uuid.uuid4().hex[:10]}"
 
 
 def servers(url: str) -> str:
@@ -109,28 +107,6 @@ async def create_topic(url: str, topic: str) -> None:
 
 
 # -- measurements: each returns seconds (per message, or in total) ---------------------------
-
-
-Block = Callable[[int], Awaitable[None]]
-
-
-async def interleaved(
-    count: int, first: Block, second: Block, block: int = 250
-) -> tuple[float, float]:
-    """Seconds per operation of ``first`` and ``second``, run in alternating blocks."""
-    spent = [0.0, 0.0]
-    done = 0
-    turn = 0
-    while done < count:
-        size = min(block, count - done)
-        pair = ((0, first), (1, second)) if turn % 2 == 0 else ((1, second), (0, first))
-        for index, run in pair:
-            started = time.perf_counter()
-            await run(size)
-            spent[index] += time.perf_counter() - started
-        done += size
-        turn += 1
-    return spent[0] / done, spent[1] / done
 
 
 async def raw_producer(url: str) -> Any:
@@ -310,60 +286,7 @@ async def latency_raw(url: str, count: int, **consumer_options: Any) -> list[flo
     return samples
 
 
-async def opal_pattern(url: str, count: int) -> tuple[float, float]:
-    """Seconds per publish: a new Broadcast each time, and a reused one (a listener holds the URL)."""
-    channel = channel_name()
-    async with Broadcast(url) as listener, listener.subscribe(channel + "-held"):
-        await listener.publish(channel, TEXT)
-
-        async def new_each(size: int) -> None:
-            for _ in range(size):
-                async with Broadcast(url) as fresh:
-                    await fresh.publish(channel, TEXT)
-
-        async def reused(size: int) -> None:
-            for _ in range(size):
-                await listener.publish(channel, TEXT)
-
-        return await interleaved(count, new_each, reused)
-
-
-async def idle_subscription_bytes(url: str, count: int, distinct: bool) -> float:
-    """Bytes allocated per idle subscription (tracemalloc), on distinct channels or on one."""
-    prefix = channel_name()
-    async with Broadcast(url, share_connection=False) as broadcast, AsyncExitStack() as stack:
-        async with broadcast.subscribe(prefix + "-warm"):
-            pass
-        if not distinct:
-            await stack.enter_async_context(broadcast.subscribe(prefix))
-        gc.collect()
-        tracemalloc.start()
-        before = tracemalloc.take_snapshot()
-        for i in range(count):
-            name = f"{prefix}-{i}" if distinct else prefix
-            await stack.enter_async_context(broadcast.subscribe(name))
-        gc.collect()
-        after = tracemalloc.take_snapshot()
-        tracemalloc.stop()
-        grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
-        return grown / count
-
-
 # -- the run ---------------------------------------------------------------------------------
-
-
-def median_ratio(pairs: list[tuple[float, ...]], top: int, bottom: int) -> float:
-    """The median over rounds of ``pair[top] / pair[bottom]``."""
-    return statistics.median(pair[top] / pair[bottom] for pair in pairs)
-
-
-def verdict(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 async def main(url: str, rounds: int, messages: int, only: str) -> None:
@@ -427,7 +350,7 @@ async def subscriber_figures(url: str, rounds: int, messages: int) -> None:
 
 
 async def opal_figures(url: str, rounds: int, messages: int) -> None:
-    pairs = [await opal_pattern(url, messages // 4) for _ in range(rounds)]
+    pairs = [await opal_pattern(url, messages // 4, TEXT) for _ in range(rounds)]
     new_each = statistics.median(p[0] for p in pairs)
     reused = statistics.median(p[1] for p in pairs)
     ratio = median_ratio(pairs, 0, 1)

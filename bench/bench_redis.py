@@ -6,7 +6,7 @@ drifts 2-3x within seconds); the subscriber comparisons alternate which side goe
 Messages for the subscriber figures come from a separate publisher process (this script with
 ``--publisher``), so the CPU measured here is the subscriber's own.
 
-    uv run python bench/redis.py [--rounds 5] [--messages 5000] [--url redis://127.0.0.1:56379/0]
+    uv run python bench/bench_redis.py [--rounds 5] [--messages 5000] [--url redis://127.0.0.1:56379/0]
 
 Targets (from the issue): publish calls/s >= 0.95x raw; subscriber CPU per delivered message
 <= 1.10x raw; 10 subscribers in one process >= 2.5x the per-subscriber rate of 10 raw connections;
@@ -18,31 +18,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import os
 import statistics
 import sys
 import time
-import tracemalloc
-import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
-# Run as a script, this file's directory comes first on sys.path, and this file is redis.py.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != _HERE]
+import redis
+import redis.asyncio as aioredis
+from _measure import (
+    Block,
+    channel_name,
+    idle_subscription_bytes,
+    interleaved,
+    median_ratio,
+    opal_pattern,
+    verdict,
+)
 
-import redis  # noqa: E402 - after the sys.path fix above
-import redis.asyncio as aioredis  # noqa: E402
-
-from opal_broadcast import Broadcast  # noqa: E402
+from opal_broadcast import Broadcast
 
 PAYLOAD = b"x" * 100
 STOP = b"stop"
-
-
-def channel_name() -> str:
-    return f"bench-{uuid.uuid4().hex[:10]}"
 
 
 # -- the publisher process -------------------------------------------------------------------
@@ -96,32 +93,6 @@ class Publisher:
 
 
 # -- measurements: each returns seconds (per message, or in total) ---------------------------
-
-
-Block = Callable[[int], Awaitable[None]]
-
-
-async def interleaved(
-    count: int, first: Block, second: Block, block: int = 250
-) -> tuple[float, float]:
-    """Seconds per operation of ``first`` and ``second``, run in alternating blocks.
-
-    Latency here drifts by 2-3x within seconds (a shared, virtualised machine): alternating small
-    blocks exposes both sides to the same drift, which whole-run alternation does not.
-    """
-    spent = [0.0, 0.0]
-    done = 0
-    turn = 0
-    while done < count:
-        size = min(block, count - done)
-        pair = ((0, first), (1, second)) if turn % 2 == 0 else ((1, second), (0, first))
-        for index, run in pair:
-            started = time.perf_counter()
-            await run(size)
-            spent[index] += time.perf_counter() - started
-        done += size
-        turn += 1
-    return spent[0] / done, spent[1] / done
 
 
 async def publish_pair(url: str, count: int) -> tuple[float, float]:
@@ -236,23 +207,6 @@ async def receive_ours(url: str, count: int, subscribers: int) -> tuple[float, f
     return cpu / count, wall
 
 
-async def opal_pattern(url: str, count: int) -> tuple[float, float]:
-    """Seconds per publish: a new Broadcast each time, and a reused one (a listener holds the URL)."""
-    channel = channel_name()
-    async with Broadcast(url) as listener, listener.subscribe(channel + "-held"):
-
-        async def new_each(size: int) -> None:
-            for _ in range(size):
-                async with Broadcast(url) as fresh:
-                    await fresh.publish(channel, PAYLOAD)
-
-        async def reused(size: int) -> None:
-            for _ in range(size):
-                await listener.publish(channel, PAYLOAD)
-
-        return await interleaved(count, new_each, reused)
-
-
 async def opal_pattern_unheld(url: str, count: int) -> float:
     """Seconds per publish with a new Broadcast each time and nothing holding the connection."""
     channel = channel_name()
@@ -263,35 +217,7 @@ async def opal_pattern_unheld(url: str, count: int) -> float:
     return (time.perf_counter() - started) / count
 
 
-async def idle_subscription_bytes(url: str, count: int, distinct: bool) -> float:
-    """Bytes allocated per idle subscription (tracemalloc), on distinct channels or on one."""
-    prefix = channel_name()
-    async with Broadcast(url, share_connection=False) as broadcast, AsyncExitStack() as stack:
-        async with broadcast.subscribe(prefix + "-warm"):
-            pass
-        gc.collect()
-        tracemalloc.start()
-        before = tracemalloc.take_snapshot()
-        for i in range(count):
-            name = f"{prefix}-{i}" if distinct else prefix
-            await stack.enter_async_context(broadcast.subscribe(name))
-        gc.collect()
-        after = tracemalloc.take_snapshot()
-        tracemalloc.stop()
-        grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
-        return grown / count
-
-
 # -- the run ---------------------------------------------------------------------------------
-
-
-def median_ratio(pairs: list[tuple[float, ...]], top: int, bottom: int) -> float:
-    """The median over rounds of ``pair[top] / pair[bottom]``."""
-    return statistics.median(pair[top] / pair[bottom] for pair in pairs)
-
-
-def verdict(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
 
 
 async def main(url: str, rounds: int, messages: int) -> None:
@@ -329,7 +255,7 @@ async def main(url: str, rounds: int, messages: int) -> None:
         f"{messages / ours:8.0f}/s  ratio {ratio:5.2f}x  (target >= 2.5x) {verdict(ratio >= 2.5)}"
     )
 
-    pairs = [await opal_pattern(url, messages // 2) for _ in range(rounds)]
+    pairs = [await opal_pattern(url, messages // 2, PAYLOAD) for _ in range(rounds)]
     new_each = statistics.median(p[0] for p in pairs)
     reused = statistics.median(p[1] for p in pairs)
     ratio = median_ratio(pairs, 0, 1)

@@ -1,7 +1,7 @@
 """Per-message cost of the core on memory://, the cost of pluggy routing, and the OPAL pattern.
 
 Prints numbers; asserts nothing. The machine is noisy: each figure is the median of several
-alternating rounds. Run: uv run python bench/core_memory.py [--rounds 7] [--messages 20000]
+alternating rounds. Run: uv run python bench/bench_core.py [--rounds 7] [--messages 20000]
 """
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-import tracemalloc
-from contextlib import AsyncExitStack
 
 import anyio
+from _measure import idle_subscription_bytes, opal_pattern
 
 from opal_broadcast import Broadcast, _memory
 
@@ -62,35 +61,8 @@ async def routing(messages: int) -> tuple[float, float]:
     return routed, direct
 
 
-async def opal_pattern(messages: int) -> tuple[float, float]:
-    """Seconds per publish with a new Broadcast each time vs a reused one (a listener holds the URL)."""
-    url = "memory://bench-opal"
-    async with Broadcast(url) as listener, listener.subscribe("c"):
-        started = time.perf_counter()
-        for _ in range(messages):
-            async with Broadcast(url) as fresh:
-                await fresh.publish("c", "x")
-        new_each = (time.perf_counter() - started) / messages
-        started = time.perf_counter()
-        for _ in range(messages):
-            await listener.publish("c", "x")
-        reused = (time.perf_counter() - started) / messages
-    return new_each, reused
-
-
-async def idle_subscription_bytes(count: int = 1000) -> float:
-    """Bytes of Python heap per idle subscription (each on its own channel)."""
-    async with Broadcast("memory://bench-idle") as broadcast, AsyncExitStack() as stack:
-        tracemalloc.start()
-        before = tracemalloc.get_traced_memory()[0]
-        for i in range(count):
-            await stack.enter_async_context(broadcast.subscribe(f"idle-{i}"))
-        used = tracemalloc.get_traced_memory()[0] - before
-        tracemalloc.stop()
-    return used / count
-
-
 async def main(rounds: int, messages: int) -> None:
+    idle = await idle_subscription_bytes("memory://bench-idle", 1000, True)
     one, hundred, routed, direct, new_each, reused = [], [], [], [], [], []
     for _ in range(rounds):
         one.append(await fan_out(1, messages))
@@ -98,7 +70,7 @@ async def main(rounds: int, messages: int) -> None:
         r, d = await routing(messages)
         routed.append(r)
         direct.append(d)
-        n, u = await opal_pattern(messages // 4)
+        n, u = await opal_pattern("memory://bench-opal", messages // 4, "x")
         new_each.append(n)
         reused.append(u)
     print(f"memory:// core benchmark, median of {rounds} rounds")
@@ -117,9 +89,7 @@ async def main(rounds: int, messages: int) -> None:
         f"  new Broadcast per publish:           {median_us(new_each):8.2f} us vs reused "
         f"{median_us(reused):.2f} us: ratio {statistics.median(new_each) / statistics.median(reused):.2f}x"
     )
-    print(
-        f"  idle subscription:                   {await idle_subscription_bytes():8.0f} bytes each (1,000 channels)"
-    )
+    print(f"  idle subscription:                   {idle:8.0f} bytes each (1,000 channels)")
 
 
 if __name__ == "__main__":
