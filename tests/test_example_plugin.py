@@ -18,18 +18,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.services.fixtures import missing
+
 ROOT = Path(__file__).resolve().parent.parent
 CORE = ROOT / "core"
 EXAMPLE = ROOT / "examples" / "opal-broadcast-nats"
 
 
 def _require(tool: str, found: str | None, install: str) -> str:
-    if found is not None:
-        return found
-    message = f"{tool} is needed to test the example plugin in a fresh environment: {install}"
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    if found is None:
+        missing(f"{tool} is needed to test the example plugin in a fresh environment: {install}")
+    return found
 
 
 def _run(argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> str:

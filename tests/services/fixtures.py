@@ -21,6 +21,7 @@ from ._tls import CertPaths, cert_paths
 __all__ = [
     "kafka_sasl_url",
     "kafka_url",
+    "missing",
     "postgres_admin_url",
     "postgres_password_url",
     "postgres_tls_url",
@@ -49,7 +50,7 @@ def require_service() -> Callable[[str], None]:
             answers[name] = is_up(name)
         if answers[name]:
             return
-        _missing(
+        missing(
             f"the {name} test service is not running; start it with: "
             f"uv run python -m tests.services up {name}"
         )
@@ -57,7 +58,7 @@ def require_service() -> Callable[[str], None]:
     return require
 
 
-def _missing(message: str) -> NoReturn:
+def missing(message: str) -> NoReturn:
     """Skip the test, or fail it under ``CI=true``: CI must not go green by skipping."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message} (CI=true: a missing service fails, never skips)", pytrace=False)
@@ -134,7 +135,7 @@ def test_ca() -> CertPaths:
     """The test PKI: ``ca_file``, ``client_cert``/``client_key`` (CN=opal_cert), server files."""
     paths = cert_paths()
     if not paths.ca_file.exists():
-        _missing("no test CA yet; run: uv run python -m tests.services up")
+        missing("no test CA yet; run: uv run python -m tests.services up")
     return paths
 
 
