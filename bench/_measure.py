@@ -5,6 +5,7 @@ The scripts import it as ``_measure`` (Python puts a script's own folder first o
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import statistics
 import time
@@ -12,11 +13,39 @@ import tracemalloc
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
+from typing import Any
 
 from opal_broadcast import Broadcast
 
 #: Runs ``size`` operations of one contender.
 Block = Callable[[int], Awaitable[None]]
+
+
+def one_publisher(
+    publish: Callable[[str, Any], Awaitable[object]], channel: str, payload: object
+) -> Block:
+    """A block of awaited publishes, one after the other."""
+
+    async def run(size: int) -> None:
+        for _ in range(size):
+            await publish(channel, payload)
+
+    return run
+
+
+def many_publishers(
+    publish: Callable[[str, Any], Awaitable[object]], channel: str, payload: object, tasks: int
+) -> Block:
+    """A block of the same size shared by ``tasks`` concurrent publishing tasks."""
+
+    async def run(size: int) -> None:
+        async def work() -> None:
+            for _ in range(max(1, size // tasks)):
+                await publish(channel, payload)
+
+        await asyncio.gather(*(work() for _ in range(tasks)))
+
+    return run
 
 
 def channel_name() -> str:

@@ -30,11 +30,12 @@ from typing import Any
 
 import aiokafka
 from _measure import (
-    Block,
     channel_name,
     idle_subscription_bytes,
     interleaved,
+    many_publishers,
     median_ratio,
+    one_publisher,
     opal_pattern,
     percentile,
     verdict,
@@ -146,27 +147,17 @@ async def concurrency(url: str, count: int, tasks: int) -> tuple[float, float, f
         await producer.send_and_wait(channel, text.encode())
 
     async with Broadcast(url, share_connection=False) as broadcast:
-
-        def one(publish: Callable[[str, str], Awaitable[object]]) -> Block:
-            async def run(size: int) -> None:
-                for _ in range(size):
-                    await publish(channel, TEXT)
-
-            return run
-
-        def many(publish: Callable[[str, str], Awaitable[object]]) -> Block:
-            async def run(size: int) -> None:
-                async def work() -> None:
-                    for _ in range(max(1, size // tasks)):
-                        await publish(channel, TEXT)
-
-                await asyncio.gather(*(work() for _ in range(tasks)))
-
-            return run
-
-        raw_one, raw_many = await interleaved(count, one(raw_publish), many(raw_publish), 500)
+        raw_one, raw_many = await interleaved(
+            count,
+            one_publisher(raw_publish, channel, TEXT),
+            many_publishers(raw_publish, channel, TEXT, tasks),
+            500,
+        )
         ours_one, ours_many = await interleaved(
-            count, one(broadcast.publish), many(broadcast.publish), 500
+            count,
+            one_publisher(broadcast.publish, channel, TEXT),
+            many_publishers(broadcast.publish, channel, TEXT, tasks),
+            500,
         )
     await producer.stop()
     return raw_one, raw_many, ours_one, ours_many

@@ -21,17 +21,17 @@ import asyncio
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 
 import redis
 import redis.asyncio as aioredis
 from _measure import (
-    Block,
     channel_name,
     idle_subscription_bytes,
     interleaved,
+    many_publishers,
     median_ratio,
+    one_publisher,
     opal_pattern,
     verdict,
 )
@@ -121,28 +121,18 @@ async def concurrency(url: str, count: int, tasks: int) -> tuple[float, float, f
     client = aioredis.Redis.from_url(url)
     await client.ping()
     async with Broadcast(url, share_connection=False) as broadcast:
-
-        def one(publish: Callable[[str, bytes], Awaitable[object]]) -> Block:
-            async def run(size: int) -> None:
-                for _ in range(size):
-                    await publish(channel, PAYLOAD)
-
-            return run
-
-        def many(publish: Callable[[str, bytes], Awaitable[object]]) -> Block:
-            async def run(size: int) -> None:
-                async def work() -> None:
-                    for _ in range(max(1, size // tasks)):
-                        await publish(channel, PAYLOAD)
-
-                await asyncio.gather(*(work() for _ in range(tasks)))
-
-            return run
-
         # a block of `many` sends tasks * (size // tasks) == size messages, like `one`.
-        raw_one, raw_many = await interleaved(count, one(client.publish), many(client.publish), 500)
+        raw_one, raw_many = await interleaved(
+            count,
+            one_publisher(client.publish, channel, PAYLOAD),
+            many_publishers(client.publish, channel, PAYLOAD, tasks),
+            500,
+        )
         ours_one, ours_many = await interleaved(
-            count, one(broadcast.publish), many(broadcast.publish), 500
+            count,
+            one_publisher(broadcast.publish, channel, PAYLOAD),
+            many_publishers(broadcast.publish, channel, PAYLOAD, tasks),
+            500,
         )
     await client.aclose()
     return raw_one, raw_many, ours_one, ours_many

@@ -23,37 +23,35 @@ class TestRedisConformance(BackboneConformance):
         return server_restart
 
 
-class TestRedisAclConformance(BackboneConformance):
+class _ThroughProxy(BackboneConformance):
+    """The suite through a TCP proxy whose cut() is the outage; subclasses give ``upstream_url``."""
+
+    @pytest.fixture
+    async def proxy(self, proxy_to: Callable[[str], TcpProxy], upstream_url: str) -> TcpProxy:
+        proxy = proxy_to(upstream_url)
+        await proxy.start()
+        return proxy
+
+    @pytest.fixture
+    def backbone_url(self, proxy: TcpProxy) -> str:
+        return proxy.url()
+
+    @pytest.fixture
+    def outage(self, proxy: TcpProxy) -> TcpProxy:
+        return proxy  # cut() every connection, refuse new ones, until restore()
+
+
+class TestRedisAclConformance(_ThroughProxy):
     """redis://user:password@ (an ACL user) through a TCP proxy that can cut every connection."""
 
     @pytest.fixture
-    async def proxy(self, proxy_to: Callable[[str], TcpProxy], redis_acl_url: str) -> TcpProxy:
-        proxy = proxy_to(redis_acl_url)
-        await proxy.start()
-        return proxy
-
-    @pytest.fixture
-    def backbone_url(self, proxy: TcpProxy) -> str:
-        return proxy.url()
-
-    @pytest.fixture
-    def outage(self, proxy: TcpProxy) -> TcpProxy:
-        return proxy  # cut() every connection, refuse new ones, until restore()
+    def upstream_url(self, redis_acl_url: str) -> str:
+        return redis_acl_url
 
 
-class TestRedisTlsConformance(BackboneConformance):
+class TestRedisTlsConformance(_ThroughProxy):
     """rediss:// verified against the test CA, through a TCP proxy that can cut every connection."""
 
     @pytest.fixture
-    async def proxy(self, proxy_to: Callable[[str], TcpProxy], rediss_url: str) -> TcpProxy:
-        proxy = proxy_to(rediss_url)
-        await proxy.start()
-        return proxy
-
-    @pytest.fixture
-    def backbone_url(self, proxy: TcpProxy) -> str:
-        return proxy.url()
-
-    @pytest.fixture
-    def outage(self, proxy: TcpProxy) -> TcpProxy:
-        return proxy  # cut() every connection, refuse new ones, until restore()
+    def upstream_url(self, rediss_url: str) -> str:
+        return rediss_url
