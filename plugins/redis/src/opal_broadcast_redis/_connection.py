@@ -17,6 +17,7 @@ publish time out.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -278,14 +279,22 @@ class RedisConnection:
 
 def _redis_connection(config: RedisConfig) -> AbstractConnection:
     """A redis-py connection object for ``config`` (not connected yet)."""
-    from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+    from redis.asyncio.connection import (
+        AbstractConnection,
+        Connection,
+        SSLConnection,
+        UnixDomainSocketConnection,
+    )
 
     kwargs: dict[str, Any] = {
         **config.connection_kwargs,
-        "protocol": 2,
         "socket_timeout": None,  # the core bounds connect; the wire never blocks on a read
         "socket_connect_timeout": None,
     }
+    if "protocol" in inspect.signature(AbstractConnection.__init__).parameters:
+        kwargs["protocol"] = (
+            2  # redis-py 5+ could speak RESP3; the wire speaks RESP2 (4.x only has it)
+        )
     info = _driver_info()
     if info is not None:
         kwargs["driver_info"] = info
