@@ -76,7 +76,10 @@ def opal_server(python: Path, url: str, log: Path) -> Iterator[int]:
         "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
     with log.open("w") as output:
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+        # OPAL writes a jwks_dir/ into its working directory: keep it in the test's.
+        process = subprocess.Popen(
+            command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=log.parent
+        )
     try:
         deadline = time.monotonic() + 90
         while True:
