@@ -6,6 +6,7 @@ Prints JSON ``{"posted": [HTTP status...], "received": [[sizes seen by client]..
 
 import asyncio
 import json
+import os
 import sys
 import urllib.request
 
@@ -14,7 +15,7 @@ from fastapi_websocket_pubsub import PubSubClient
 TOPIC = "policy_data"
 
 
-async def main(ports: list[int], per_server: int, sizes: list[int]) -> None:
+async def main(ports: list[int], per_server: int, sizes: list[int], pause_file: str | None) -> None:
     received: list[list[int]] = []
     clients = []
     for port in ports:
@@ -30,6 +31,10 @@ async def main(ports: list[int], per_server: int, sizes: list[int]) -> None:
             await asyncio.wait_for(client.wait_until_ready(), 30)
             clients.append(client)
     await asyncio.sleep(1)  # subscriptions travel client -> server notifier
+    if pause_file is not None:  # let the test disturb the backbone before anything is posted
+        print("subscribed", flush=True)
+        while not await asyncio.to_thread(os.path.exists, pause_file):
+            await asyncio.sleep(0.1)
     posted = []
     for size in sizes:
         body = {
@@ -56,4 +61,11 @@ async def main(ports: list[int], per_server: int, sizes: list[int]) -> None:
 
 if __name__ == "__main__":
     arguments = json.loads(sys.argv[1])
-    asyncio.run(main(arguments["ports"], arguments["clients"], arguments["sizes"]))
+    asyncio.run(
+        main(
+            arguments["ports"],
+            arguments["clients"],
+            arguments["sizes"],
+            arguments.get("pause_file"),
+        )
+    )

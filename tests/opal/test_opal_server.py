@@ -5,7 +5,8 @@ own, with the core, the Postgres and Kafka plugins and ``integrations/opal-serve
 point that swaps the broadcaster). Two OPAL servers (two "containers") with two uvicorn workers
 each share the backbone; websocket clients on both subscribe to OPAL's data topic; a data update
 posted to one server's REST API must reach every client, including one larger than 8,000 bytes
-(which OPAL's stock broadcaster loses on Postgres while answering 200).
+(which OPAL's stock broadcaster loses on Postgres while answering 200: the negative control), and
+must keep reaching them after the backbone restarts.
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def opal_server(python: Path, url: str, log: Path) -> Iterator[int]:
+def opal_server(
+    python: Path, url: str, log: Path, app: str = "opal_broadcast_opal.asgi:app"
+) -> Iterator[int]:
     """One OPAL server with 2 workers on ``url``; yields its port once it is healthy."""
     port = _free_port()
     env = {
@@ -72,7 +75,7 @@ def opal_server(python: Path, url: str, log: Path) -> Iterator[int]:
         "OPAL_LOG_COLORIZE": "false",
     }
     command = [
-        str(python), "-m", "uvicorn", "opal_broadcast_opal.asgi:app", "--workers", "2",
+        str(python), "-m", "uvicorn", app, "--workers", "2",
         "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
     with log.open("w") as output:
@@ -126,3 +129,61 @@ def test_data_updates_reach_clients_of_every_opal_server(opal_python, backbone_u
     print(report)
     assert report["posted"] == [200, 200]
     assert report["received"] == [[100, 20_000]] * 6, report
+
+
+def test_a_postgres_restart_leaves_no_deaf_opal_worker(
+    opal_python, postgres_url, services, tmp_path
+):
+    """Restart the backbone under two OPAL servers: afterwards every client still gets updates."""
+    with ExitStack() as stack:
+        ports = [
+            stack.enter_context(opal_server(opal_python, postgres_url, tmp_path / f"opal-{i}.log"))
+            for i in range(2)
+        ]
+        client = subprocess.Popen(
+            [str(opal_python), str(CLIENT), json.dumps({"ports": ports, "clients": 3,
+                                                         "sizes": [100, 20_000],
+                                                         "pause_file": str(tmp_path / "go")})],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert client.stdout is not None
+        ready = client.stdout.readline()
+        assert ready.strip() == "subscribed", ready + (
+            client.stderr.read() if client.stderr else ""
+        )
+        services.restart("postgres")
+        time.sleep(3)  # OPAL's readers notice the gap, reconnect and subscribe again
+        (tmp_path / "go").touch()
+        out, err = client.communicate(timeout=180)
+    assert client.returncode == 0, out + err
+    report = json.loads(out.strip().splitlines()[-1])
+    print(report)
+    assert report["posted"] == [200, 200]
+    assert report["received"] == [[100, 20_000]] * 6, report
+
+
+def test_stock_opal_loses_large_updates_over_postgres(opal_python, postgres_url, tmp_path):
+    """Negative control: OPAL's own broadcaster answers 200 and drops the 20,000-byte update."""
+    with ExitStack() as stack:
+        ports = [
+            stack.enter_context(
+                opal_server(
+                    opal_python, postgres_url, tmp_path / f"opal-{i}.log", "opal_server.main:app"
+                )
+            )
+            for i in range(2)
+        ]
+        result = subprocess.run(
+            [str(opal_python), str(CLIENT), json.dumps({"ports": ports, "clients": 3,
+                                                         "sizes": [100, 20_000]})],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    print(report)
+    assert report["posted"] == [200, 200]
+    assert all(seen[:1] == [100] for seen in report["received"]), "small updates must arrive"
+    missed = sum(20_000 not in seen for seen in report["received"])
+    assert missed >= 3, (
+        f"the stock broadcaster delivered the large update to other servers: {report}"
+    )
