@@ -1,12 +1,14 @@
 """Run in opal-server's venv by test_opal_server.py: clients on each server, posts, what arrived.
 
-Argument: JSON ``{"ports": [...], "clients": per server, "sizes": [bytes of each update]}``.
+Argument: JSON ``{"ports": [...], "clients": per server, "sizes": [bytes of each update]}``, and
+optionally ``ready_file``/``go_file``: touch the first once subscribed, post once the second exists.
 Prints JSON ``{"posted": [HTTP status...], "received": [[sizes seen by client]...]}``.
 """
 
 import asyncio
 import json
 import os
+import pathlib
 import sys
 import urllib.request
 
@@ -15,7 +17,9 @@ from fastapi_websocket_pubsub import PubSubClient
 TOPIC = "policy_data"
 
 
-async def main(ports: list[int], per_server: int, sizes: list[int], pause_file: str | None) -> None:
+async def main(
+    ports: list[int], per_server: int, sizes: list[int], ready_file: str | None, go_file: str | None
+) -> None:
     received: list[list[int]] = []
     clients = []
     for port in ports:
@@ -31,9 +35,9 @@ async def main(ports: list[int], per_server: int, sizes: list[int], pause_file: 
             await asyncio.wait_for(client.wait_until_ready(), 30)
             clients.append(client)
     await asyncio.sleep(1)  # subscriptions travel client -> server notifier
-    if pause_file is not None:  # let the test disturb the backbone before anything is posted
-        print("subscribed", flush=True)
-        while not await asyncio.to_thread(os.path.exists, pause_file):
+    if ready_file and go_file:  # let the test disturb the backbone before anything is posted
+        await asyncio.to_thread(pathlib.Path(ready_file).touch)
+        while not await asyncio.to_thread(os.path.exists, go_file):
             await asyncio.sleep(0.1)
     posted = []
     for size in sizes:
@@ -66,6 +70,7 @@ if __name__ == "__main__":
             arguments["ports"],
             arguments["clients"],
             arguments["sizes"],
-            arguments.get("pause_file"),
+            arguments.get("ready_file"),
+            arguments.get("go_file"),
         )
     )

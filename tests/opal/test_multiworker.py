@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -23,6 +20,8 @@ from pathlib import Path
 import anyio
 import pytest
 import websockets
+
+from tests.opal._uvicorn import uvicorn_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.opal]
 
@@ -36,47 +35,22 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def serve(url: str, log: Path) -> Iterator[int]:
     """Run the example with 4 uvicorn workers on ``url``; yield its port once it answers."""
-    port = _free_port()
     channel = f"EventNotifier-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "OPAL_BROADCAST_URI": url, "OPAL_BROADCAST_CHANNEL_NAME": channel}
-    command = [
-        sys.executable, "-m", "uvicorn", "app:app", "--app-dir", str(APP_DIR),
-        "--workers", str(WORKERS), "--host", "127.0.0.1", "--port", str(port),
-        "--log-level", "warning",
-    ]  # fmt: skip
-    with log.open("w") as output:
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"uvicorn exited: {log.read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"uvicorn did not start in 60 s: {log.read_text()}"
-                    ) from None
-                time.sleep(0.1)
+    arguments = [
+        "app:app",
+        "--app-dir",
+        str(APP_DIR),
+        "--workers",
+        str(WORKERS),
+        "--log-level",
+        "warning",
+    ]
+    with uvicorn_app(sys.executable, arguments, env, log) as port:
         yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _post(port: int, body: dict[str, int]) -> int:

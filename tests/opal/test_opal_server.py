@@ -14,17 +14,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.opal._uvicorn import uvicorn_app
 from tests.services.fixtures import missing
 
 pytestmark = pytest.mark.opal
@@ -55,18 +56,14 @@ def opal_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return python
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def opal_server(
     python: Path, url: str, log: Path, app: str = "opal_broadcast_opal.asgi:app"
 ) -> Iterator[int]:
-    """One OPAL server with 2 workers on ``url``; yields its port once it is healthy."""
-    port = _free_port()
+    """One OPAL server with 2 workers on ``url``; yields its port once it is healthy.
+
+    It runs in ``log``'s directory, where OPAL writes its jwks_dir/.
+    """
     env = {
         **os.environ,
         "OPAL_BROADCAST_URI": url,
@@ -74,37 +71,22 @@ def opal_server(
         "OPAL_STATISTICS_ENABLED": "false",
         "OPAL_LOG_COLORIZE": "false",
     }
-    command = [
-        str(python), "-m", "uvicorn", app, "--workers", "2",
-        "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
-    with log.open("w") as output:
-        # OPAL writes a jwks_dir/ into its working directory: keep it in the test's.
-        process = subprocess.Popen(
-            command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=log.parent
-        )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"opal-server exited: {log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthcheck", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"opal-server not healthy: {log.read_text()[-3000:]}"
-                    ) from None
-                time.sleep(0.2)
+    with uvicorn_app(python, [app, "--workers", "2"], env, log, health_path="/healthcheck") as port:
         yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+
+
+def run_clients(python: Path, ports: list[int], **extra: str) -> dict[str, list[Any]]:
+    """Run opal_client.py: 3 clients per server, updates of 100 and 20,000 bytes; its report."""
+    arguments = json.dumps({"ports": ports, "clients": 3, "sizes": [100, 20_000], **extra})
+    result = subprocess.run(
+        [str(python), str(CLIENT), arguments],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report: dict[str, list[Any]] = json.loads(result.stdout.strip().splitlines()[-1])
+    print(report)
+    assert report["posted"] == [200, 200]
+    return report
 
 
 @pytest.fixture(params=["postgres", "kafka"])
@@ -112,22 +94,22 @@ def backbone_url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"{request.param}_url"))
 
 
-def test_data_updates_reach_clients_of_every_opal_server(opal_python, backbone_url, tmp_path):
-    """Updates of 100 and 20,000 bytes posted to server A reach 6 clients spread over A and B."""
+@contextmanager
+def two_servers(
+    python: Path, url: str, directory: Path, app: str = "opal_broadcast_opal.asgi:app"
+) -> Iterator[list[int]]:
+    """Two OPAL servers (two "containers") of 2 workers each on ``url``; their ports."""
     with ExitStack() as stack:
-        ports = [
-            stack.enter_context(opal_server(opal_python, backbone_url, tmp_path / f"opal-{i}.log"))
+        yield [
+            stack.enter_context(opal_server(python, url, directory / f"opal-{i}.log", app))
             for i in range(2)
         ]
-        result = subprocess.run(
-            [str(opal_python), str(CLIENT), json.dumps({"ports": ports, "clients": 3,
-                                                         "sizes": [100, 20_000]})],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    print(report)
-    assert report["posted"] == [200, 200]
+
+
+def test_data_updates_reach_clients_of_every_opal_server(opal_python, backbone_url, tmp_path):
+    """Updates of 100 and 20,000 bytes posted to server A reach 6 clients spread over A and B."""
+    with two_servers(opal_python, backbone_url, tmp_path) as ports:
+        report = run_clients(opal_python, ports)
     assert report["received"] == [[100, 20_000]] * 6, report
 
 
@@ -135,53 +117,26 @@ def test_a_postgres_restart_leaves_no_deaf_opal_worker(
     opal_python, postgres_url, services, tmp_path
 ):
     """Restart the backbone under two OPAL servers: afterwards every client still gets updates."""
-    with ExitStack() as stack:
-        ports = [
-            stack.enter_context(opal_server(opal_python, postgres_url, tmp_path / f"opal-{i}.log"))
-            for i in range(2)
-        ]
-        client = subprocess.Popen(
-            [str(opal_python), str(CLIENT), json.dumps({"ports": ports, "clients": 3,
-                                                         "sizes": [100, 20_000],
-                                                         "pause_file": str(tmp_path / "go")})],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        assert client.stdout is not None
-        ready = client.stdout.readline()
-        assert ready.strip() == "subscribed", ready + (
-            client.stderr.read() if client.stderr else ""
+    ready, go = tmp_path / "subscribed", tmp_path / "go"
+    with two_servers(opal_python, postgres_url, tmp_path) as ports, ThreadPoolExecutor() as pool:
+        clients = pool.submit(
+            run_clients, opal_python, ports, ready_file=str(ready), go_file=str(go)
         )
+        deadline = time.monotonic() + 60
+        while not ready.exists() and not clients.done():
+            assert time.monotonic() < deadline, "the clients did not subscribe within 60 s"
+            time.sleep(0.1)
         services.restart("postgres")
         time.sleep(3)  # OPAL's readers notice the gap, reconnect and subscribe again
-        (tmp_path / "go").touch()
-        out, err = client.communicate(timeout=180)
-    assert client.returncode == 0, out + err
-    report = json.loads(out.strip().splitlines()[-1])
-    print(report)
-    assert report["posted"] == [200, 200]
+        go.touch()
+        report = clients.result(timeout=180)
     assert report["received"] == [[100, 20_000]] * 6, report
 
 
 def test_stock_opal_loses_large_updates_over_postgres(opal_python, postgres_url, tmp_path):
     """Negative control: OPAL's own broadcaster answers 200 and drops the 20,000-byte update."""
-    with ExitStack() as stack:
-        ports = [
-            stack.enter_context(
-                opal_server(
-                    opal_python, postgres_url, tmp_path / f"opal-{i}.log", "opal_server.main:app"
-                )
-            )
-            for i in range(2)
-        ]
-        result = subprocess.run(
-            [str(opal_python), str(CLIENT), json.dumps({"ports": ports, "clients": 3,
-                                                         "sizes": [100, 20_000]})],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    print(report)
-    assert report["posted"] == [200, 200]
+    with two_servers(opal_python, postgres_url, tmp_path, "opal_server.main:app") as ports:
+        report = run_clients(opal_python, ports)
     assert all(seen[:1] == [100] for seen in report["received"]), "small updates must arrive"
     missed = sum(20_000 not in seen for seen in report["received"])
     assert missed >= 3, (

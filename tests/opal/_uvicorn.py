@@ -1,0 +1,70 @@
+"""Run a uvicorn app in a child process for a test, and wait until it answers."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def uvicorn_app(
+    python: str | Path,
+    arguments: list[str],
+    env: Mapping[str, str],
+    log: Path,
+    *,
+    health_path: str = "",
+    deadline: float = 90,
+) -> Iterator[int]:
+    """``python -m uvicorn ARGUMENTS`` on a free port; yields the port once it answers.
+
+    Ready means the port accepts connections, or ``health_path`` answers when given. Output goes
+    to ``log`` (quoted in the error if it never gets ready); the working directory is ``log``'s.
+    """
+    port = free_port()
+    command = [str(python), "-m", "uvicorn", *arguments, "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            command, env=dict(env), stdout=output, stderr=subprocess.STDOUT, cwd=log.parent
+        )
+    try:
+        give_up = time.monotonic() + deadline
+        while not _answers(port, health_path):
+            if process.poll() is not None:
+                raise AssertionError(f"uvicorn exited: {log.read_text()[-3000:]}")
+            if time.monotonic() > give_up:
+                raise AssertionError(
+                    f"uvicorn not ready in {deadline:g} s: {log.read_text()[-3000:]}"
+                )
+            time.sleep(0.1)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _answers(port: int, health_path: str) -> bool:
+    try:
+        if health_path:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{health_path}", timeout=1):
+                return True
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
