@@ -1,8 +1,16 @@
-"""Run in opal-server's venv by test_opal_server.py: clients on each server, posts, what arrived.
+"""Run in opal-server's venv by test_opal_server.py: clients on every worker, posts, what arrived.
 
-Argument: JSON ``{"ports": [...], "clients": per server, "sizes": [bytes of each update]}``, and
-optionally ``ready_file``/``go_file``: touch the first once subscribed, post once the second exists.
-Prints JSON ``{"posted": [HTTP status...], "received": [[sizes seen by client]...]}``.
+Argument: JSON with
+- ``ports``: the OPAL servers; ``workers``: uvicorn workers per server; ``clients``: the fewest
+  clients per server. Clients are added to a server until every one of its workers holds some
+  (the kernel picks the worker; ``_sockets`` finds out which it was).
+- ``sizes``: the byte size of each data update posted to the first server, in order.
+- optionally ``ready_file``/``go_file``: touch the first once subscribed; once the second exists
+  (the test has disturbed the backbone), post small probe updates until every client has heard
+  one, for at most ``hear_deadline`` seconds, then post the updates.
+
+Prints JSON ``{"posted": [HTTP status...], "clients": [{"server", "worker", "connects", "seen"}...],
+"heard_again_after": seconds or null}`` as its last line (``seen`` leaves out the probes).
 """
 
 import asyncio
@@ -10,67 +18,92 @@ import json
 import os
 import pathlib
 import sys
+import time
 import urllib.request
 
+from _sockets import own_ports_to, server_process
 from fastapi_websocket_pubsub import PubSubClient
 
 TOPIC = "policy_data"
+PROBE = 10  # bytes: the size of a probe update, smaller than any measured one
+MOST_CLIENTS_PER_SERVER = 24
 
 
-async def main(
-    ports: list[int], per_server: int, sizes: list[int], ready_file: str | None, go_file: str | None
-) -> None:
-    received: list[list[int]] = []
-    clients = []
-    for port in ports:
-        for _ in range(per_server):
-            seen: list[int] = []
-            received.append(seen)
+async def connect(port: int) -> tuple[PubSubClient, dict]:
+    """One client subscribed to OPAL's data topic on ``port``; its record for the report."""
+    record: dict = {"server": port, "worker": None, "connects": 0, "probes": 0, "seen": []}
 
-            async def on_update(data, topic, seen=seen):
-                seen.append(len(data["entries"][0]["data"]["blob"]))
+    async def on_update(data, topic):
+        size = len(data["entries"][0]["data"]["blob"])
+        if size == PROBE:
+            record["probes"] += 1
+        else:
+            record["seen"].append(size)
 
-            client = PubSubClient([TOPIC], callback=on_update)
-            client.start_client(f"ws://127.0.0.1:{port}/ws")
-            await asyncio.wait_for(client.wait_until_ready(), 30)
+    async def on_connect(client, channel):  # after the topics are subscribed
+        record["connects"] += 1
+
+    before = own_ports_to(port)
+    client = PubSubClient([TOPIC], callback=on_update, on_connect=[on_connect])
+    client.start_client(f"ws://127.0.0.1:{port}/ws")
+    await asyncio.wait_for(client.wait_until_ready(), 30)
+    (local_port,) = own_ports_to(port) - before
+    record["worker"] = server_process(port, local_port)
+    return client, record
+
+
+async def post(port: int, size: int) -> int:
+    body = {
+        "entries": [{"url": "", "data": {"blob": "x" * size}, "topics": [TOPIC],
+                     "dst_path": "/blob", "save_method": "PUT"}],
+        "reason": "opal-broadcast test",
+    }  # fmt: skip
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/data/config", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"}, method="POST",
+    )  # fmt: skip
+    return await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=20).status)
+
+
+async def main(arguments: dict) -> None:
+    clients, records = [], []
+    for port in arguments["ports"]:
+
+        def on_server(port=port):
+            return [record for record in records if record["server"] == port]
+
+        while (
+            len({record["worker"] for record in on_server()}) < arguments["workers"]
+            or len(on_server()) < arguments["clients"]
+        ) and len(on_server()) < MOST_CLIENTS_PER_SERVER:  # past that, the report shows the gap
+            client, record = await connect(port)
             clients.append(client)
+            records.append(record)
     await asyncio.sleep(1)  # subscriptions travel client -> server notifier
-    if ready_file and go_file:  # let the test disturb the backbone before anything is posted
-        await asyncio.to_thread(pathlib.Path(ready_file).touch)
-        while not await asyncio.to_thread(os.path.exists, go_file):
+    heard_again_after = None
+    if arguments.get("ready_file"):  # let the test disturb the backbone before anything is posted
+        await asyncio.to_thread(pathlib.Path(arguments["ready_file"]).touch)
+        while not await asyncio.to_thread(os.path.exists, arguments["go_file"]):
             await asyncio.sleep(0.1)
+        started = time.monotonic()
+        while time.monotonic() - started < arguments["hear_deadline"]:
+            await post(arguments["ports"][0], PROBE)
+            await asyncio.sleep(0.5)
+            if all(record["probes"] for record in records):
+                heard_again_after = round(time.monotonic() - started, 1)
+                break
     posted = []
-    for size in sizes:
-        body = {
-            "entries": [{"url": "", "data": {"blob": "x" * size}, "topics": [TOPIC],
-                         "dst_path": "/blob", "save_method": "PUT"}],
-            "reason": "opal-broadcast test",
-        }  # fmt: skip
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{ports[0]}/data/config", data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"}, method="POST",
-        )  # fmt: skip
-        status = await asyncio.to_thread(
-            lambda r=request: urllib.request.urlopen(r, timeout=20).status
-        )
-        posted.append(status)
+    for size in arguments["sizes"]:
+        posted.append(await post(arguments["ports"][0], size))
         for _ in range(200):
-            if all(len(seen) == len(posted) for seen in received):
+            if all(len(record["seen"]) == len(posted) for record in records):
                 break
             await asyncio.sleep(0.05)
     for client in clients:
         await client.disconnect()
-    print(json.dumps({"posted": posted, "received": received}))
+    report = {"posted": posted, "clients": records, "heard_again_after": heard_again_after}
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":
-    arguments = json.loads(sys.argv[1])
-    asyncio.run(
-        main(
-            arguments["ports"],
-            arguments["clients"],
-            arguments["sizes"],
-            arguments.get("ready_file"),
-            arguments.get("go_file"),
-        )
-    )
+    asyncio.run(main(json.loads(sys.argv[1])))

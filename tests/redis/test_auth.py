@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from opal_broadcast import AuthenticationFailed, BackboneURL, Broadcast, Event
 from opal_broadcast_redis._options import ENV_PASSWORD, ENV_USERNAME
+from tests.services import close_redis_client as close
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -66,7 +67,7 @@ async def test_percent_encoded_credentials_reach_the_server_decoded(redis_acl_ur
         assert (await round_trip(url)).message == "in"
     finally:
         await admin.acl_deluser(user)
-        await admin.aclose()
+        await close(admin)
 
 
 async def test_credentials_from_keyword_options(redis_acl_url):
@@ -125,7 +126,7 @@ async def test_acl_channel_permissions_are_typed_errors(redis_acl_url):
             commands=["+@all"],
             keys=["*"],
             channels=["allowed-*"],
-            reset_channels=True,
+            reset=True,  # includes resetchannels (redis-py 4.3 has no reset_channels=)
         )
         url = f"redis://{user}:chan-pw@{BackboneURL.parse(redis_acl_url).hostlist}/0"
         async with Broadcast(url, connect_timeout=5) as broadcast:
@@ -140,4 +141,4 @@ async def test_acl_channel_permissions_are_typed_errors(redis_acl_url):
                     assert (await subscriber.get()).message == "ok"
     finally:
         await admin.acl_deluser(user)
-        await admin.aclose()
+        await close(admin)

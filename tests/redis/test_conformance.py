@@ -1,4 +1,8 @@
-"""The Redis backbone passes the conformance suite: plain, ACL user over a proxy, and TLS."""
+"""The Redis backbone passes the conformance suite: plain, ACL user over a proxy, and TLS.
+
+Each on asyncio's own event loop and on uvloop: uvicorn runs OPAL on uvloop when it is installed,
+and the plugin takes over redis-py's transport, which differs between the two.
+"""
 
 from collections.abc import Callable
 
@@ -9,6 +13,11 @@ from tests.redis.conftest import ServerRestart
 from tests.services import TcpProxy
 
 pytestmark = pytest.mark.redis
+
+
+@pytest.fixture(params=["asyncio", ("asyncio", {"use_uvloop": True})], ids=["asyncio", "uvloop"])
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    return request.param
 
 
 class TestRedisConformance(BackboneConformance):

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 
 from opal_broadcast import Broadcast, Event, InvalidChannel, InvalidMessage
 from tests.redis.conftest import DEADLINE
+from tests.services import close_redis_client as close
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -81,8 +82,8 @@ async def test_interoperates_with_raw_redis_clients(redis_url, channel):
                         seen.append(message["data"])
             assert seen == [b"from redis-py", b"from opal-broadcast"]
     finally:
-        await pubsub.aclose()
-        await raw.aclose()
+        await close(pubsub)
+        await close(raw)
 
 
 CHILD = """

@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 
 from opal_broadcast import BackboneUnavailable, Broadcast
 from tests.redis.conftest import DEADLINE
+from tests.services import close_redis_client as close
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 async def admin(redis_url):
     client = aioredis.Redis.from_url(redis_url)
     yield client
-    await client.aclose()
+    await close(client)
 
 
 async def named_connections(admin: aioredis.Redis, name: str) -> list[dict]:

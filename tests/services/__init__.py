@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import _kafka, _postgres, _redis
-from ._faults import kill_redis_clients, terminate_pg_backends
+from ._faults import close_redis_client, kill_redis_clients, terminate_pg_backends
 from ._install import ensure_packages
 from ._proc import locked
 from ._proxy import TcpProxy
@@ -44,6 +44,7 @@ __all__ = [
     "astart",
     "astop",
     "cert_paths",
+    "close_redis_client",
     "down",
     "ensure_up",
     "is_up",

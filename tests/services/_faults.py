@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._postgres import urls as _pg_urls
 from ._redis import urls as _redis_urls
 
@@ -39,6 +41,15 @@ async def terminate_pg_backends(
     return int(count)
 
 
+async def close_redis_client(client: Any) -> None:
+    """Close a redis-py asyncio client or PubSub, and its connections, in redis-py 4.x to 8.x.
+
+    redis-py 5 has ``aclose()``; 4.x has ``close()``, which leaves a ``from_url`` pool open.
+    """
+    await (client.aclose() if hasattr(client, "aclose") else client.close())
+    await client.connection_pool.disconnect()
+
+
 async def kill_redis_clients(
     url: str | None = None,
     *,
@@ -62,5 +73,5 @@ async def kill_redis_clients(
             _type=client_type, addr=addr, user=user, skipme=True
         )
     finally:
-        await client.aclose()
+        await close_redis_client(client)
     return int(killed)

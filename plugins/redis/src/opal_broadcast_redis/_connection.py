@@ -88,12 +88,6 @@ class RedisConnection:
             failures.sort(key=lambda error: not isinstance(error, AuthenticationFailed))
             raise failures[0]
         self._publisher, self._subscriber = (task.result() for task in tasks)
-        try:
-            self._check(await self._publisher.request(_PING), "PING")
-            self._check(await self._subscriber.request(_PING), "PING")
-        except BaseException:
-            self.close()
-            raise
         if self._lost is not None:
             # The core ignores a loss reported before connect() returns: say it here.
             self.close()
@@ -117,6 +111,15 @@ class RedisConnection:
             raise typed from _cause(exc, self.config)
         finally:
             _release(connection)
+        try:
+            # The first PING ends the handshake, and may be the first command the server reads
+            # (redis-py 4.x sends nothing without a password, a name or a database).
+            self._check(await wire.request(_PING), "PING")
+        except BaseException as exc:
+            wire.close()
+            if wire.broken is not None and isinstance(exc, BackboneUnavailable):
+                raise self._unreachable(self.config.redact(wire.broken)) from exc
+            raise
         return wire
 
     async def _connect_tls(self, connection: AbstractConnection) -> None:
@@ -266,35 +269,35 @@ class RedisConnection:
                 f"TLS handshake with {url} failed: {self.config.redact(str(tls))}; {hint}."
             )
         if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)):
-            hint = ""
-            if not self.config.tls and "connecting to" not in text:
-                # Connected, then dropped during the handshake: the usual sign of a TLS port.
-                hint = " If the server only speaks TLS, use rediss://."
-            return BackboneUnavailable(
-                f"Could not connect to {url}: {text}. Check that Redis is running and reachable "
-                f"from here.{hint}"
-            )
+            return self._unreachable(text)
         return BackboneError(f"Could not connect to {url}: {type(exc).__name__}: {text}")
+
+    def _unreachable(self, text: str) -> BackboneUnavailable:
+        hint = ""
+        if not self.config.tls and "connecting to" not in text:
+            # Connected, then dropped during the handshake: the usual sign of a TLS port.
+            hint = " If the server only speaks TLS, use rediss://."
+        return BackboneUnavailable(
+            f"Could not connect to {self.config.url}: {text}. Check that Redis is running and "
+            f"reachable from here.{hint}"
+        )
 
 
 def _redis_connection(config: RedisConfig) -> AbstractConnection:
     """A redis-py connection object for ``config`` (not connected yet)."""
-    from redis.asyncio.connection import (
-        AbstractConnection,
-        Connection,
-        SSLConnection,
-        UnixDomainSocketConnection,
-    )
+    from redis.asyncio import connection as connection_module
+    from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
     kwargs: dict[str, Any] = {
         **config.connection_kwargs,
         "socket_timeout": None,  # the core bounds connect; the wire never blocks on a read
         "socket_connect_timeout": None,
     }
-    if "protocol" in inspect.signature(AbstractConnection.__init__).parameters:
-        kwargs["protocol"] = (
-            2  # redis-py 5+ could speak RESP3; the wire speaks RESP2 (4.x only has it)
-        )
+    # redis-py 5+ can speak RESP3; the wire speaks RESP2 (4.x only has it). Before 4.6 there is
+    # no AbstractConnection: Connection itself has every keyword.
+    base = getattr(connection_module, "AbstractConnection", Connection)
+    if "protocol" in inspect.signature(base.__init__).parameters:
+        kwargs["protocol"] = 2
     info = _driver_info()
     if info is not None:
         kwargs["driver_info"] = info
@@ -323,13 +326,16 @@ def _driver_info() -> Any:
 
 
 def _streams(connection: AbstractConnection) -> tuple[asyncio.Transport, object]:
-    """The connection's transport, and its stream writer (which must outlive it)."""
+    """The connection's transport, and its stream writer (which must outlive it).
+
+    Duck-typed: uvloop's transports (uvicorn's loop, so OPAL's) are not ``asyncio.Transport``s.
+    """
     writer = getattr(connection, "_writer", None)
     transport = getattr(writer, "transport", None)
-    if not isinstance(transport, asyncio.Transport):
+    if transport is None or not hasattr(transport, "set_protocol"):
         raise BackboneError(
             "This version of redis-py keeps its connection's streams elsewhere; "
-            "opal-broadcast-redis supports redis-py 5.2 to 8.x."
+            "opal-broadcast-redis supports redis-py 4.3.4 to 8.x."
         )
     return transport, writer
 

@@ -47,7 +47,7 @@ async def opal_broadcast_connect(
 
         raise ConfigurationError(
             f"The {url.scheme}:// backbone needs redis-py: pip install opal-broadcast-redis "
-            f"(or pip install 'redis>=5.2'). Import failed: {exc}"
+            f"(or pip install 'redis>=4.3.4'). Import failed: {exc}"
         ) from exc
     connection = RedisConnection(config, link)
     await connection.open()
