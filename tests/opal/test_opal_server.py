@@ -106,7 +106,9 @@ def run_clients(python: Path, ports: list[int], **extra: str) -> dict[str, Any]:
 
 def summary(report: dict[str, Any]) -> str:
     """One line per worker: its clients and what each received (for the log and the notes)."""
-    lines = [f"posted {report['posted']}, heard again after {report['heard_again_after']} s"]
+    lines = [f"posted {report['posted']}"]
+    if "heard_again_after" in report:
+        lines[0] += f", heard again after {report['heard_again_after']} s"
     for server, worker in sorted({(c["server"], c["worker"]) for c in report["clients"]}):
         seen = [
             c["seen"] for c in report["clients"] if (c["server"], c["worker"]) == (server, worker)
@@ -126,8 +128,10 @@ def deployed_url(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
         url = str(request.getfixturevalue("postgres_password_url"))
         keepalives = "keepalives=1&keepalives_idle=30&keepalives_interval=10&keepalives_count=3"
         return url.replace("postgresql://", "postgres://") + f"?{keepalives}", {}
-    if request.param == "redis":  # a password in the URI (OPAL's docs say it is unsupported)
-        return str(request.getfixturevalue("redis_password_url")), {}
+    if request.param == "redis":  # TLS and a password (OPAL's docs say it is unsupported)
+        url = BackboneURL.parse(str(request.getfixturevalue("rediss_password_url")))
+        ca = request.getfixturevalue("test_ca").ca_file  # trusted the way OpenSSL reads it
+        return url.reveal().split("?")[0], {"SSL_CERT_FILE": str(ca)}
     # Several bootstrap servers (the second is down) and the SASL settings in KAFKA_* variables.
     sasl = BackboneURL.parse(str(request.getfixturevalue("kafka_sasl_url")))
     host = sasl.hosts[0]

@@ -142,3 +142,18 @@ async def test_acl_channel_permissions_are_typed_errors(redis_acl_url):
     finally:
         await admin.acl_deluser(user)
         await close(admin)
+
+
+async def test_password_over_tls(rediss_password_url):
+    """rediss://:PASSWORD@host, the form OPAL deployments on managed Redis use, round-trips."""
+    assert (await round_trip(rediss_password_url)).message == "in"
+
+
+async def test_wrong_password_over_tls_is_typed_and_never_echoed(rediss_password_url, caplog):
+    """Over TLS too, a refused password is AuthenticationFailed with the secret nowhere."""
+    caplog.set_level(logging.DEBUG)
+    parsed = BackboneURL.parse(rediss_password_url)
+    url = parsed.reveal().replace(f":{parsed.password}@", f":{WRONG}@")
+    with anyio.fail_after(10), pytest.raises(AuthenticationFailed) as caught:
+        await round_trip(url)
+    assert_secret_absent(caught.value, caplog, WRONG)

@@ -4,7 +4,8 @@
 instance  port   login
 ========  =====  ==============================================================================
 plain     56379  none
-auth      56380  ``requirepass`` for the default user, plus ACL user ``opal`` with its password
+auth      56380  ``requirepass`` for the default user, plus ACL user ``opal`` with its password;
+                 the same logins over TLS on 56382
 tls       56381  TLS only (``port 0``); server cert from the test CA; client certs optional
 ========  =====  ==============================================================================
 
@@ -27,6 +28,7 @@ from ._state import (
     REDIS_ACL_PASSWORD,
     REDIS_ACL_USER,
     REDIS_AUTH_PORT,
+    REDIS_AUTH_TLS_PORT,
     REDIS_DEFAULT_PASSWORD,
     REDIS_PORT,
     REDIS_TLS_PORT,
@@ -73,17 +75,10 @@ class _Instance:
             lines += [
                 f"requirepass {REDIS_DEFAULT_PASSWORD}",
                 f"user {REDIS_ACL_USER} on >{REDIS_ACL_PASSWORD} ~* &* +@all",
+                *_tls_config(REDIS_AUTH_TLS_PORT),
             ]
         if self.name == "tls":
-            certs = cert_paths()
-            lines += [
-                "port 0",
-                f"tls-port {self.port}",
-                f"tls-cert-file {certs.server_cert}",
-                f"tls-key-file {certs.server_key}",
-                f"tls-ca-cert-file {certs.ca_file}",
-                "tls-auth-clients optional",
-            ]
+            lines += ["port 0", *_tls_config(self.port)]
         return "\n".join(lines) + "\n"
 
     def pid(self) -> int | None:
@@ -116,6 +111,18 @@ class _Instance:
         return replies[-1] == b"+PONG\r\n" and all(r.startswith(b"+") for r in replies)
 
 
+def _tls_config(port: int) -> list[str]:
+    """Serve TLS on ``port`` with the test CA's server certificate; client certs optional."""
+    certs = cert_paths()
+    return [
+        f"tls-port {port}",
+        f"tls-cert-file {certs.server_cert}",
+        f"tls-key-file {certs.server_key}",
+        f"tls-ca-cert-file {certs.ca_file}",
+        "tls-auth-clients optional",
+    ]
+
+
 _INSTANCES = (
     _Instance("plain", REDIS_PORT),
     _Instance("auth", REDIS_AUTH_PORT),
@@ -124,12 +131,17 @@ _INSTANCES = (
 
 
 def urls() -> dict[str, str]:
-    """``redis`` (no auth), ``redis_password`` (default user), ``redis_acl``, ``rediss`` (TLS)."""
+    """``redis`` (no auth), ``redis_password`` (default user), ``redis_acl``, ``rediss`` (TLS),
+    ``rediss_password`` (the default user's password over TLS)."""
+    ca = cert_paths().ca_file
     return {
         "redis": f"redis://{HOST}:{REDIS_PORT}/0",
         "redis_password": f"redis://:{REDIS_DEFAULT_PASSWORD}@{HOST}:{REDIS_AUTH_PORT}/0",
         "redis_acl": f"redis://{REDIS_ACL_USER}:{REDIS_ACL_PASSWORD}@{HOST}:{REDIS_AUTH_PORT}/0",
-        "rediss": f"rediss://{HOST}:{REDIS_TLS_PORT}/0?ssl_ca_certs={cert_paths().ca_file}",
+        "rediss": f"rediss://{HOST}:{REDIS_TLS_PORT}/0?ssl_ca_certs={ca}",
+        "rediss_password": (
+            f"rediss://:{REDIS_DEFAULT_PASSWORD}@{HOST}:{REDIS_AUTH_TLS_PORT}/0?ssl_ca_certs={ca}"
+        ),
     }
 
 
@@ -154,14 +166,18 @@ def is_ready() -> bool:
 
 
 def start(timeout: float = 30.0) -> bool:
-    """Start the instances that do not run and wait for all; return False if none had to start."""
+    """Start the instances that do not run (or run an outdated config) and wait for all; return
+    False if none had to start."""
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
     started = []
     for instance in _INSTANCES:
-        if instance.running():
-            continue
-        ensure_ports_free(f"{NAME} ({instance.name})", instance.port)
         conf = instance.dir / "redis.conf"
+        if instance.running():
+            if conf.exists() and conf.read_text() == instance.config():
+                continue
+            terminate(instance.pid(), timeout=15)  # started from an older version of this file
+        ports = [instance.port, *([REDIS_AUTH_TLS_PORT] if instance.name == "auth" else [])]
+        ensure_ports_free(f"{NAME} ({instance.name})", *ports)
         conf.write_text(instance.config())
         spawn_detached(
             [server, str(conf)], log=instance.log, pid_file=instance.pid_file, cwd=instance.dir

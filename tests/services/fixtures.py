@@ -119,6 +119,12 @@ def rediss_url(require_service: Callable[[str], None]) -> str:
 
 
 @pytest.fixture(scope="session")
+def rediss_password_url(require_service: Callable[[str], None]) -> str:
+    """The default user's password over TLS (port 56382, the auth server), ``?ssl_ca_certs=``."""
+    return _url(require_service, "redis", "rediss_password")
+
+
+@pytest.fixture(scope="session")
 def kafka_url(require_service: Callable[[str], None]) -> str:
     """``kafka://127.0.0.1:59092`` (PLAINTEXT)."""
     return _url(require_service, "kafka", "kafka")
