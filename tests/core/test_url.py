@@ -2,7 +2,7 @@
 
 import pytest
 
-from opal_broadcast import BackboneURL, HostPort, InvalidOption, InvalidURL, take_options
+from opal_broadcast import BackboneURL, Broadcast, HostPort, InvalidOption, InvalidURL, take_options
 
 SENTINEL = "s3ntinel-P@ss/word"
 
@@ -100,3 +100,47 @@ def test_secret_query_options_are_masked_too():
         url.redact("refused Sentinel/q1 and Sentinel%2Fq1 and T0k3n")
         == "refused *** and *** and ***"
     )
+
+
+def test_split_options_takes_named_options_and_keeps_the_rest_as_written():
+    url = BackboneURL.parse("postgres://u:p%40ss@h1,h2/db?publish_timeout=2&keepalives=1#frag")
+    taken, rest = url.split_options(["publish_timeout", "probe_interval"])
+    assert taken == {"publish_timeout": "2"}
+    assert rest.reveal() == "postgres://u:p%40ss@h1,h2/db?keepalives=1#frag"
+    assert rest.options == {"keepalives": "1"}
+    assert rest.password == "p@ss"
+    assert url.split_options(["absent"]) == ({}, url)
+    assert (
+        BackboneURL.parse("memory://x?probe_interval=1")
+        .split_options(["probe_interval"])[1]
+        .reveal()
+        == "memory://x"
+    )
+
+
+@pytest.mark.parametrize("query", ["publish_timeout=soon", "probe_interval=0", "max_queue=-1"])
+def test_bad_timings_in_the_url_are_typed_errors_naming_the_option(query):
+    with pytest.raises(InvalidOption, match=query.split("=")[0]) as caught:
+        Broadcast(f"redis://:hunter2@h/0?{query}")
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_the_plugin_never_sees_the_core_options():
+    """memory:// refuses every query option, yet accepts a URL carrying the core's timings."""
+    with pytest.raises(InvalidOption, match="bogus"):
+        async with Broadcast("memory://tuned?bogus=1"):
+            pass
+    async with Broadcast("memory://tuned?publish_timeout=1&max_queue=5") as broadcast:
+        assert broadcast.url == "memory://tuned"
+        async with broadcast.subscribe("c") as subscriber:
+            await broadcast.publish("c", "tuned")
+            assert (await subscriber.get()).message == "tuned"
+
+
+@pytest.mark.anyio
+async def test_connect_timeout_in_a_url_is_left_to_the_plugin():
+    """libpq has its own connect_timeout; in a URL it is the plugin's (memory:// has none)."""
+    with pytest.raises(InvalidOption, match="connect_timeout"):
+        async with Broadcast("memory://tuned?connect_timeout=1"):
+            pass

@@ -12,6 +12,7 @@ from ._hub import GapCallback, Hub, Settings, open_hub
 from ._registry import Backbone, default_registry
 from ._subscriber import Subscriber
 from ._system_task import current_loop
+from ._tuning import tuning
 from ._url import BackboneURL
 
 __all__ = ["Broadcast", "Subscription"]
@@ -38,9 +39,16 @@ class Broadcast:
 
     ``backend``: a plugin object, or the name/distribution of an installed plugin, to use instead
     of looking the scheme up. ``on_gap``: called with a :class:`Gap` whenever the connection is lost
-    (messages may have been missed). ``max_queue``: default bound of each subscriber's queue.
-    ``share_connection=False`` gives this instance a connection of its own (tests, benchmarks).
-    Other keyword ``options`` go to the backbone's plugin, which refuses unknown ones.
+    (messages may have been missed). ``share_connection=False`` gives this instance a connection of
+    its own (tests, benchmarks). Other keyword ``options`` go to the backbone's plugin, which
+    refuses unknown ones.
+
+    Timings, in seconds: ``connect_timeout`` (10), ``publish_timeout`` (5), ``probe_interval`` (5)
+    and ``probe_timeout`` (5) for the liveness probe, ``reconnect_max_delay`` (5), the cap of the
+    reconnection backoff; ``max_queue`` (10,000), the default bound of each subscriber's queue.
+    Each but ``connect_timeout`` can also be given in the URL's query
+    (``redis://cache/0?publish_timeout=2``), which is how ``OPAL_BROADCAST_URI`` sets them; a
+    keyword argument wins over the query.
     """
 
     def __init__(
@@ -49,25 +57,40 @@ class Broadcast:
         *,
         backend: object | str | None = None,
         on_gap: GapCallback | None = None,
-        connect_timeout: float = 10.0,
-        publish_timeout: float = 5.0,
-        probe_interval: float = 5.0,
-        probe_timeout: float = 5.0,
-        reconnect_max_delay: float = 5.0,
-        max_queue: int = 10_000,
+        connect_timeout: float | None = None,
+        publish_timeout: float | None = None,
+        probe_interval: float | None = None,
+        probe_timeout: float | None = None,
+        reconnect_max_delay: float | None = None,
+        max_queue: int | None = None,
         share_connection: bool = True,
         **options: Any,
     ) -> None:
-        self._url = BackboneURL.parse(url)
+        self._url, settings = tuning(
+            BackboneURL.parse(url),
+            {
+                "connect_timeout": connect_timeout,
+                "publish_timeout": publish_timeout,
+                "probe_interval": probe_interval,
+                "probe_timeout": probe_timeout,
+                "reconnect_max_delay": reconnect_max_delay,
+                "max_queue": max_queue,
+            },
+        )
         self._backend = backend
         self._on_gap = on_gap
-        self._publish_timeout = publish_timeout
-        self._max_queue = max_queue
+        self._publish_timeout = settings["publish_timeout"]
+        self._max_queue = int(settings["max_queue"])
         self._options = options
         # Everything but the event loop and the plugin that decides which hub this joins.
         self._sharing_key = (
             self._url.reveal(),
-            (connect_timeout, probe_interval, probe_timeout, reconnect_max_delay),
+            (
+                settings["connect_timeout"],
+                settings["probe_interval"],
+                settings["probe_timeout"],
+                settings["reconnect_max_delay"],
+            ),
             _freeze(options) if options else (),
             True if share_connection else object(),
         )

@@ -42,11 +42,11 @@ _CHECKED_CHANNELS_KEPT = 10_000
 class Settings:
     """Connection-wide timings (part of the sharing key: different settings, different hubs)."""
 
-    connect_timeout: float = 10.0
-    probe_interval: float = 5.0
-    probe_timeout: float = 5.0
+    connect_timeout: float
+    probe_interval: float
+    probe_timeout: float
+    reconnect_max_delay: float
     reconnect_min_delay: float = 0.05
-    reconnect_max_delay: float = 5.0
     close_timeout: float = 2.0
 
     def backoff(self, attempt: int) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote, unquote
 
 from ._errors import InvalidOption, InvalidURL
@@ -111,6 +111,25 @@ class BackboneURL:
     def options(self) -> dict[str, str]:
         """Query options as a dict (the last value wins for a repeated key)."""
         return dict(self.query)
+
+    def split_options(self, names: Iterable[str]) -> tuple[dict[str, str], BackboneURL]:
+        """The query options called ``names``, and this URL without them (the rest as written)."""
+        names = set(names)
+        taken = {name: value for name, value in self.query if name in names}
+        if not taken:
+            return {}, self
+        _, _, _, rest = _split(self._raw)
+        rest, hash_mark, fragment = rest.partition("#")
+        path, _, query_text = rest.partition("?")
+        kept = [
+            item
+            for item in query_text.split("&")
+            if item and unquote(item.partition("=")[0]) not in names
+        ]
+        raw = self._raw[: len(self._raw) - len(rest) - len(hash_mark) - len(fragment)]
+        raw += path + ("?" + "&".join(kept) if kept else "") + hash_mark + fragment
+        query = tuple((name, value) for name, value in self.query if name not in names)
+        return taken, replace(self, query=query, _raw=raw)
 
     def reveal(self) -> str:
         """The URL exactly as given, password included. Only for handing to a driver."""
