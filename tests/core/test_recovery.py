@@ -145,3 +145,15 @@ async def test_a_keyword_timing_wins_over_the_url(url):
                 await broadcast.publish("c", "never answered")
         finally:
             restore_memory(url)
+
+
+def test_backoff_stays_capped_however_long_the_outage_lasts():
+    """Attempt 10,000 (hours of refused reconnects) waits at most reconnect_max_delay.
+
+    2.0 ** 1024 overflows a float: uncapped, the supervisor would die there and leave the
+    subscribers deaf for good.
+    """
+    from opal_broadcast._hub import Settings
+
+    settings = Settings(connect_timeout=1, probe_interval=1, probe_timeout=1, reconnect_max_delay=5)
+    assert all(2.5 <= settings.backoff(attempt) <= 5 for attempt in (1023, 1024, 10_000))

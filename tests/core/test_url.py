@@ -118,11 +118,22 @@ def test_split_options_takes_named_options_and_keeps_the_rest_as_written():
     )
 
 
-@pytest.mark.parametrize("query", ["publish_timeout=soon", "probe_interval=0", "max_queue=-1"])
+@pytest.mark.parametrize(
+    "query",
+    ["publish_timeout=soon", "probe_interval=0", "reconnect_max_delay=inf", "max_queue=1.5"],
+)
 def test_bad_timings_in_the_url_are_typed_errors_naming_the_option(query):
     with pytest.raises(InvalidOption, match=query.split("=")[0]) as caught:
         Broadcast(f"redis://:hunter2@h/0?{query}")
     assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "keyword", [{"publish_timeout": -1}, {"max_queue": 0}, {"probe_timeout": "5"}]
+)
+def test_bad_timing_keywords_are_typed_errors(keyword):
+    with pytest.raises(InvalidOption, match=next(iter(keyword))):
+        Broadcast("memory://tuned", **keyword)
 
 
 @pytest.mark.anyio

@@ -6,12 +6,13 @@ Argument: JSON with
   (the kernel picks the worker; ``_sockets`` finds out which it was).
 - ``sizes``: the byte size of each data update posted to the first server, in order.
 - optionally ``ready_file``/``go_file``: touch the first once subscribed; once the second exists
-  (the test has disturbed the backbone), post small probe updates until every client has heard
-  one, for at most ``hear_deadline`` seconds, then post the updates.
+  (the test has disturbed the backbone), post small probe updates to every server until every
+  client has heard one posted to another server, for at most ``hear_deadline`` seconds, then
+  post the updates.
 
 Prints JSON ``{"posted": [HTTP status...], "clients": [{"server", "worker", "connects", "seen"}...],
-and with ``go_file`` "heard_again_after": seconds or null}`` as its last line (``seen`` leaves
-out the probes).
+and with ``go_file`` "heard_again_after": seconds or null, "failed_probes"}`` as its last line
+(``seen`` leaves out the probes).
 """
 
 import asyncio
@@ -26,18 +27,19 @@ from _sockets import own_ports_to, server_process
 from fastapi_websocket_pubsub import PubSubClient
 
 TOPIC = "policy_data"
-PROBE = 10  # bytes: the size of a probe update, smaller than any measured one
+PROBE = 10  # bytes: a probe posted to server i is PROBE + i bytes, smaller than any update
+MEASURED = 100  # bytes: the smallest measured update
 MOST_CLIENTS_PER_SERVER = 24
 
 
 async def connect(port: int) -> tuple[PubSubClient, dict]:
     """One client subscribed to OPAL's data topic on ``port``; its record for the report."""
-    record: dict = {"server": port, "worker": None, "connects": 0, "probes": 0, "seen": []}
+    record: dict = {"server": port, "worker": None, "connects": 0, "probes_from": [], "seen": []}
 
     async def on_update(data, topic):
         size = len(data["entries"][0]["data"]["blob"])
-        if size == PROBE:
-            record["probes"] += 1
+        if size < MEASURED:
+            record["probes_from"].append(size - PROBE)
         else:
             record["seen"].append(size)
 
@@ -51,6 +53,13 @@ async def connect(port: int) -> tuple[PubSubClient, dict]:
     (local_port,) = own_ports_to(port) - before
     record["worker"] = server_process(port, local_port)
     return client, record
+
+
+def heard_through_the_backbone(record: dict, ports: list[int]) -> bool:
+    """Whether the client heard a probe posted to another server (its own server's probe may
+    reach it without the backbone: a worker sends what it takes straight to its own clients)."""
+    own = ports.index(record["server"])
+    return any(server != own for server in record["probes_from"]) or len(ports) == 1
 
 
 async def post(port: int, size: int) -> int:
@@ -86,12 +95,16 @@ async def main(arguments: dict) -> None:
         await asyncio.to_thread(pathlib.Path(arguments["ready_file"]).touch)
         while not await asyncio.to_thread(os.path.exists, arguments["go_file"]):
             await asyncio.sleep(0.1)
-        report["heard_again_after"] = None
+        report.update(heard_again_after=None, failed_probes=0)
         started = time.monotonic()
         while time.monotonic() - started < arguments["hear_deadline"]:
-            await post(arguments["ports"][0], PROBE)
+            for index, port in enumerate(arguments["ports"]):
+                try:
+                    await post(port, PROBE + index)
+                except OSError:  # HTTPError included: the server may answer 500 meanwhile
+                    report["failed_probes"] += 1
             await asyncio.sleep(0.5)
-            if all(record["probes"] for record in records):
+            if all(heard_through_the_backbone(record, arguments["ports"]) for record in records):
                 report["heard_again_after"] = round(time.monotonic() - started, 1)
                 break
     posted = []

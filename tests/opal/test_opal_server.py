@@ -14,7 +14,8 @@ every client must get the next updates.
 from __future__ import annotations
 
 import json
-import os
+import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,13 +28,17 @@ import pytest
 
 from opal_broadcast import BackboneURL
 from tests._fresh_venv import ROOT, clean_env, fresh_venv
-from tests.opal._uvicorn import free_port, uvicorn_app
+from tests.opal._uvicorn import uvicorn_app
 
 pytestmark = pytest.mark.opal
 
 OPAL_SERVER = "opal-server==0.9.9"
 WORKERS = 2
 SIZES = [100, 20_000]
+#: OPAL's log line (with OPAL_LOG_FORMAT_INCLUDE_PID) when a worker's listener gets our gap signal.
+GAP_REPORT = re.compile(
+    r"^\S+ \| (\d+) \|.*Broadcaster listener error \(attempt 1\): SubscriptionGap", re.M
+)
 CLIENT = Path(__file__).with_name("opal_client.py")
 
 
@@ -55,7 +60,7 @@ def opal_server(python: Path, url: str, log: Path, app: str, env: dict[str, str]
     It runs in ``log``'s directory, where OPAL writes its jwks_dir/.
     """
     env = {
-        **os.environ,
+        **clean_env(),
         **env,
         "OPAL_BROADCAST_URI": url,
         "OPAL_REPO_WATCHER_ENABLED": "false",
@@ -121,6 +126,14 @@ def every_client_got_everything(report: dict[str, Any]) -> bool:
     return all(client["seen"] == SIZES for client in report["clients"])
 
 
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    """A loopback port held, not listening, for the test: connecting to it is refused."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
+
+
 @pytest.fixture(params=["postgres", "redis", "kafka"])
 def deployed_url(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
     """A backbone URI written as OPAL deployments write it today, and the environment with it."""
@@ -135,7 +148,7 @@ def deployed_url(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
     # Several bootstrap servers (the second is down) and the SASL settings in KAFKA_* variables.
     sasl = BackboneURL.parse(str(request.getfixturevalue("kafka_sasl_url")))
     host = sasl.hosts[0]
-    url = f"kafka://{host.host}:{host.port},127.0.0.1:{free_port()}"
+    url = f"kafka://{host.host}:{host.port},127.0.0.1:{request.getfixturevalue('dead_port')}"
     return url, {
         "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
         "KAFKA_SASL_MECHANISM": "PLAIN",
@@ -160,12 +173,13 @@ def test_a_backbone_restart_leaves_no_deaf_opal_worker(
 
     OPAL's own reaction to a gap, reconnecting every client so that it re-fetches its data, is
     turned off here: the clients stay put, so what they receive shows what each worker hears.
+    OPAL's log lines carry the worker's pid, so each worker's report of the gap is counted.
     """
     url = str(request.getfixturevalue(f"{backbone}_url"))
     ready, go = tmp_path / "subscribed", tmp_path / "go"
-    no_resync = {"OPAL_BROADCAST_RESYNC_ON_RECONNECT": "false"}
+    env = {"OPAL_BROADCAST_RESYNC_ON_RECONNECT": "false", "OPAL_LOG_FORMAT_INCLUDE_PID": "true"}
     with (
-        two_servers(opal_python, url, tmp_path, env=no_resync) as ports,
+        two_servers(opal_python, url, tmp_path, env=env) as ports,
         ThreadPoolExecutor() as pool,
     ):
         clients = pool.submit(
@@ -176,19 +190,24 @@ def test_a_backbone_restart_leaves_no_deaf_opal_worker(
             go_file=str(go),
             hear_deadline=90,
         )
-        deadline = time.monotonic() + 120
-        while not ready.exists() and not clients.done():
-            assert time.monotonic() < deadline, "the clients did not subscribe within 120 s"
-            time.sleep(0.1)
-        services.restart(backbone)
-        go.touch()
+        try:
+            deadline = time.monotonic() + 120
+            while not ready.exists() and not clients.done():
+                assert time.monotonic() < deadline, "the clients did not subscribe within 120 s"
+                time.sleep(0.1)
+            services.restart(backbone)
+        finally:
+            go.touch()  # the clients never wait for a test that has failed
         report = clients.result(timeout=300)
     assert report["heard_again_after"] is not None, f"a worker stayed deaf: {summary(report)}"
+    assert all(client["connects"] == 1 for client in report["clients"]), summary(report)
     assert every_client_got_everything(report), summary(report)
     if backbone != "kafka":  # Kafka keeps what was published; a short restart may lose nothing
-        for log in tmp_path.glob("opal-*.log"):
-            gaps = log.read_text().count("Broadcaster listener error (attempt 1): SubscriptionGap")
-            assert gaps >= WORKERS, f"{log.name}: {gaps} gaps reported by {WORKERS} workers"
+        for index, port in enumerate(ports):
+            log = (tmp_path / f"opal-{index}.log").read_text()
+            reported = set(map(int, GAP_REPORT.findall(log)))
+            workers = {client["worker"] for client in report["clients"] if client["server"] == port}
+            assert reported == workers, f"server {index}: gap reported by {reported} of {workers}"
 
 
 def test_stock_opal_loses_large_updates_over_postgres(opal_python, postgres_url, tmp_path):

@@ -88,6 +88,11 @@ class _Instance:
     def running(self) -> bool:
         return self.pid() is not None
 
+    def outdated(self) -> bool:
+        """Started from another version of :meth:`config` (``up`` restarts it)."""
+        conf = self.dir / "redis.conf"
+        return not conf.exists() or conf.read_text() != self.config()
+
     def ping(self) -> bool:
         """A real round trip in RESP over a socket (redis-py takes ~0.5 s just to import):
         AUTH as the ACL user where needed, TLS verified against the test CA, then PING."""
@@ -161,8 +166,8 @@ def is_running() -> bool:
 
 
 def is_ready() -> bool:
-    """Whether all three instances answer PING."""
-    return all(instance.ping() for instance in _INSTANCES)
+    """Whether all three instances answer PING, each with the config this version asks for."""
+    return all(instance.ping() and not instance.outdated() for instance in _INSTANCES)
 
 
 def start(timeout: float = 30.0) -> bool:
@@ -171,13 +176,13 @@ def start(timeout: float = 30.0) -> bool:
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
     started = []
     for instance in _INSTANCES:
-        conf = instance.dir / "redis.conf"
         if instance.running():
-            if conf.exists() and conf.read_text() == instance.config():
+            if not instance.outdated():
                 continue
             terminate(instance.pid(), timeout=15)  # started from an older version of this file
         ports = [instance.port, *([REDIS_AUTH_TLS_PORT] if instance.name == "auth" else [])]
         ensure_ports_free(f"{NAME} ({instance.name})", *ports)
+        conf = instance.dir / "redis.conf"
         conf.write_text(instance.config())
         spawn_detached(
             [server, str(conf)], log=instance.log, pid_file=instance.pid_file, cwd=instance.dir

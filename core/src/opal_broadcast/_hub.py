@@ -51,7 +51,7 @@ class Settings:
 
     def backoff(self, attempt: int) -> float:
         """Capped exponential backoff with jitter (50-100% of the step) for ``attempt`` (0-based)."""
-        step = min(self.reconnect_max_delay, self.reconnect_min_delay * 2.0**attempt)
+        step = min(self.reconnect_max_delay, self.reconnect_min_delay * 2.0 ** min(attempt, 64))
         return step * random.uniform(0.5, 1.0)
 
 

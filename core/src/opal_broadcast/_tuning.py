@@ -8,6 +8,8 @@ the exception: in a URL it stays the plugin's (libpq has an option of that name)
 
 from __future__ import annotations
 
+import math
+
 from ._errors import InvalidOption
 from ._url import BackboneURL
 
@@ -34,18 +36,27 @@ def tuning(
     settings = {}
     for name, default in DEFAULTS.items():
         value = given.get(name)
-        if value is None:
-            value = _positive(name, from_url[name], url) if name in from_url else default
-        settings[name] = value
+        if value is not None:
+            settings[name] = _checked(name, value, value, "")
+        elif name in from_url:
+            settings[name] = _checked(name, _number(name, from_url[name]), from_url[name], url)
+        else:
+            settings[name] = default
     return rest, settings
 
 
-def _positive(name: str, text: str, url: BackboneURL) -> float:
+def _number(name: str, text: str) -> float:
     try:
-        value = int(text) if name == "max_queue" else float(text)
+        return int(text) if name == "max_queue" else float(text)
     except ValueError:
-        value = 0
-    if not value > 0:
-        unit = "a whole number of messages" if name == "max_queue" else "a number of seconds"
-        raise InvalidOption(f"{name}={text!r} in {url} must be {unit} above 0.")
-    return value
+        return math.nan
+
+
+def _checked(name: str, value: float, as_given: object, url: BackboneURL | str) -> float:
+    """``value`` if it is a finite number above 0 (a whole one for ``max_queue``)."""
+    whole = name != "max_queue" or (isinstance(value, int) and not isinstance(value, bool))
+    if isinstance(value, (int, float)) and whole and math.isfinite(value) and value > 0:
+        return value
+    unit = "a whole number of messages" if name == "max_queue" else "a finite number of seconds"
+    where = f" in {url}" if url else ""
+    raise InvalidOption(f"{name}={as_given!r}{where} must be {unit} above 0.")
