@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,12 +31,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.kafka]
 
 FAST: dict[str, Any] = {"connect_timeout": 10.0, "publish_timeout": 5.0}
 WAIT = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def bootstrap(url: str) -> str:
@@ -74,9 +67,11 @@ async def topic_partitions(url: str, topic: str) -> int:
     return len(described["partitions"])
 
 
-async def test_several_bootstrap_servers_with_one_down(kafka_url: str, channel: str):
+async def test_several_bootstrap_servers_with_one_down(
+    kafka_url: str, channel: str, refused_port: Callable[[], int]
+):
     """kafka://dead,alive and kafka://alive,dead both connect (aiokafka shuffles the list)."""
-    alive, dead = bootstrap(kafka_url), f"127.0.0.1:{free_port()}"
+    alive, dead = bootstrap(kafka_url), f"127.0.0.1:{refused_port()}"
     for servers in (f"{dead},{alive}", f"{alive},{dead}") * 2:
         url = f"kafka://{servers}"
         async with Broadcast(url, share_connection=False, **FAST) as broadcast:
@@ -85,9 +80,11 @@ async def test_several_bootstrap_servers_with_one_down(kafka_url: str, channel: 
                 assert await next_message(subscriber) == servers
 
 
-async def test_an_unreachable_cluster_fails_fast_naming_every_server():
+async def test_an_unreachable_cluster_fails_fast_naming_every_server(
+    refused_port: Callable[[], int],
+):
     """Connection refused everywhere: BackboneUnavailable at once, not after connect_timeout."""
-    ports = free_port(), free_port()
+    ports = refused_port(), refused_port()
     started = time.monotonic()
     with pytest.raises(BackboneUnavailable, match="Check that a broker is running") as caught:
         await Broadcast(f"kafka://127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}", **FAST).connect()

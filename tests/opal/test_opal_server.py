@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -126,14 +125,6 @@ def every_client_got_everything(report: dict[str, Any]) -> bool:
     return all(client["seen"] == SIZES for client in report["clients"])
 
 
-@pytest.fixture
-def dead_port() -> Iterator[int]:
-    """A loopback port held, not listening, for the test: connecting to it is refused."""
-    with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
-        yield int(held.getsockname()[1])
-
-
 @pytest.fixture(params=["postgres", "redis", "kafka"])
 def deployed_url(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
     """A backbone URI written as OPAL deployments write it today, and the environment with it."""
@@ -148,7 +139,7 @@ def deployed_url(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
     # Several bootstrap servers (the second is down) and the SASL settings in KAFKA_* variables.
     sasl = BackboneURL.parse(str(request.getfixturevalue("kafka_sasl_url")))
     host = sasl.hosts[0]
-    url = f"kafka://{host.host}:{host.port},127.0.0.1:{request.getfixturevalue('dead_port')}"
+    url = f"kafka://{host.host}:{host.port},127.0.0.1:{request.getfixturevalue('refused_port')()}"
     return url, {
         "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
         "KAFKA_SASL_MECHANISM": "PLAIN",

@@ -8,8 +8,10 @@ that starts it, except under ``CI=true``, where it fails the test: CI must not p
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from types import ModuleType
 from typing import NoReturn
 
@@ -171,3 +173,17 @@ def tcp_proxy() -> Iterator[Callable[..., TcpProxy]]:
     leaked = [proxy.address for proxy in made if proxy.port and not proxy.closed]
     if leaked:
         pytest.fail(f"TcpProxy left open (use `async with`): {leaked}", pytrace=False)
+
+
+@pytest.fixture
+def refused_port() -> Iterator[Callable[[], int]]:
+    """Call it for a loopback port held (bound, never listening) until the test ends, so that
+    connecting to it is refused and nothing else can take it meanwhile."""
+    with ExitStack() as held:
+
+        def port() -> int:
+            sock = held.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+
+        yield port
