@@ -4,10 +4,10 @@ import uuid
 
 import pytest
 
-from opal_broadcast.testing import BackboneConformance, MemoryOutage
+from opal_broadcast.testing import BackboneConformance, FrozenLinkConformance, MemoryOutage
 
 
-class TestMemoryConformance(BackboneConformance):
+class TestMemoryConformance(BackboneConformance, FrozenLinkConformance):
     @pytest.fixture
     def backbone_url(self) -> str:
         return f"memory://conformance-{uuid.uuid4().hex[:8]}"
@@ -15,3 +15,7 @@ class TestMemoryConformance(BackboneConformance):
     @pytest.fixture
     def outage(self, backbone_url: str) -> MemoryOutage:
         return MemoryOutage(backbone_url)
+
+    @pytest.fixture
+    def freeze(self, outage: MemoryOutage) -> MemoryOutage:
+        return outage

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from opal_broadcast.testing import BackboneConformance
+from opal_broadcast.testing import BackboneConformance, FrozenLinkConformance
 from tests.services import TcpProxy
 
 pytestmark = pytest.mark.postgres
 
 
-class TestPostgresConformance(BackboneConformance):
+class TestPostgresConformance(BackboneConformance, FrozenLinkConformance):
     @pytest.fixture
     def backbone_url(self, proxy: TcpProxy) -> str:
         return proxy.url()
@@ -18,6 +18,10 @@ class TestPostgresConformance(BackboneConformance):
     @pytest.fixture
     def outage(self, proxy: TcpProxy) -> TcpProxy:
         return proxy  # cut() every connection, refuse new ones, until restore()
+
+    @pytest.fixture
+    def freeze(self, proxy: TcpProxy) -> TcpProxy:
+        return proxy  # stall(): connections stay open, nothing is forwarded, until resume()
 
     @pytest.fixture
     def invalid_channels(self) -> list[str]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from opal_broadcast.testing import BackboneConformance
+from opal_broadcast.testing import BackboneConformance, FrozenLinkConformance
 from tests.redis.conftest import ServerRestart
 from tests.services import TcpProxy
 
@@ -32,8 +32,9 @@ class TestRedisConformance(BackboneConformance):
         return server_restart
 
 
-class _ThroughProxy(BackboneConformance):
-    """The suite through a TCP proxy whose cut() is the outage; subclasses give ``upstream_url``."""
+class _ThroughProxy(BackboneConformance, FrozenLinkConformance):
+    """The suite through a TCP proxy whose cut() is the outage and stall() the freeze; subclasses
+    give ``upstream_url``."""
 
     @pytest.fixture
     async def proxy(self, proxy_to: Callable[[str], TcpProxy], upstream_url: str) -> TcpProxy:
@@ -48,6 +49,10 @@ class _ThroughProxy(BackboneConformance):
     @pytest.fixture
     def outage(self, proxy: TcpProxy) -> TcpProxy:
         return proxy  # cut() every connection, refuse new ones, until restore()
+
+    @pytest.fixture
+    def freeze(self, proxy: TcpProxy) -> TcpProxy:
+        return proxy
 
 
 class TestRedisAclConformance(_ThroughProxy):

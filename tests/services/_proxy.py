@@ -170,6 +170,14 @@ class TcpProxy:
         """As a conformance ``outage``: forward and accept again."""
         self.resume()
 
+    async def freeze(self) -> None:
+        """As a conformance ``freeze``: :meth:`stall`."""
+        self.stall()
+
+    async def thaw(self) -> None:
+        """As a conformance ``freeze``: :meth:`resume`."""
+        self.resume()
+
     def cut(self, *, refuse_new: bool = False) -> int:
         """Reset (RST) both sides of every open connection; return how many were cut.
 

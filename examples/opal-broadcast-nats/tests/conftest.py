@@ -73,16 +73,21 @@ class NatsServer:
             process.kill()
             process.wait()
 
-    def pause(self, paused: bool = True) -> None:
-        """SIGSTOP the server (connections stay open, nothing is answered), or SIGCONT it."""
-        assert self._process is not None, "the server is not running"
-        self._process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
-
     async def interrupt(self) -> None:
         await asyncio.to_thread(self.stop)
 
     async def restore(self) -> None:
         await asyncio.to_thread(self.start)
+
+    async def freeze(self) -> None:
+        """SIGSTOP the server: connections stay open, nothing is answered."""
+        assert self._process is not None, "the server is not running"
+        self._process.send_signal(signal.SIGSTOP)
+
+    async def thaw(self) -> None:
+        """SIGCONT the server."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
 
 def free_port() -> int:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from opal_broadcast.testing import BackboneConformance
+from opal_broadcast.testing import BackboneConformance, FrozenLinkConformance
 
 from .conftest import NatsServer
 
 
-class TestNatsConformance(BackboneConformance):
+class TestNatsConformance(BackboneConformance, FrozenLinkConformance):
     @pytest.fixture
     def backbone_url(self, nats_server: NatsServer) -> str:
         return nats_server.url
@@ -21,3 +21,7 @@ class TestNatsConformance(BackboneConformance):
     @pytest.fixture
     def outage(self, nats_server: NatsServer) -> NatsServer:
         return nats_server
+
+    @pytest.fixture
+    def freeze(self, nats_server: NatsServer) -> NatsServer:
+        return nats_server  # SIGSTOP: the TCP connections stay open, nothing is answered

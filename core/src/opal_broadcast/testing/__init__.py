@@ -18,14 +18,24 @@ pytest plugin, both installed with ``pip install opal-broadcast[testing]``)::
         @pytest.fixture
         def outage(self):              # required: loss and recovery are part of the contract
             return MyServerOutage()    # async interrupt() and restore(), see BackboneOutage
+
+Add :class:`FrozenLinkConformance` to the bases, with a ``freeze`` fixture (async ``freeze()``
+and ``thaw()``, see :class:`BackboneFreeze`), to also prove that a frozen link is found.
 """
 
-from ._conformance import BackboneConformance, BackboneOutage
+from ._conformance import (
+    BackboneConformance,
+    BackboneFreeze,
+    BackboneOutage,
+    FrozenLinkConformance,
+)
 from ._memory import MemoryOutage, freeze_memory, restore_memory, simulate_memory_loss
 
 __all__ = [
     "BackboneConformance",
+    "BackboneFreeze",
     "BackboneOutage",
+    "FrozenLinkConformance",
     "MemoryOutage",
     "freeze_memory",
     "restore_memory",

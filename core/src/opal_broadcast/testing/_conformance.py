@@ -2,6 +2,8 @@
 
 Subclass :class:`BackboneConformance` in a test module, provide ``backbone_url`` and ``outage``
 (and optionally ``anyio_backend``, ``broadcast_options``), and pytest collects every test below.
+Plugins that can freeze their link (a TCP proxy that stops forwarding) also subclass
+:class:`FrozenLinkConformance` and provide ``freeze``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .. import (
     SubscriptionGap,
 )
 
-__all__ = ["BackboneConformance", "BackboneOutage"]
+__all__ = ["BackboneConformance", "BackboneFreeze", "BackboneOutage", "FrozenLinkConformance"]
 
 #: Every wait in the suite is bounded by this many seconds: a hang fails instead of stalling CI.
 DEADLINE = 20.0
@@ -38,6 +40,17 @@ class BackboneOutage(Protocol):
 
     async def restore(self) -> None:
         """Make the backbone available again."""
+
+
+class BackboneFreeze(Protocol):
+    """Freezes the link: connections stay open and nothing is forwarded, either way (a half-open
+    connection after a failover, a firewall dropping packets)."""
+
+    async def freeze(self) -> None:
+        """Stop forwarding on every connection, keeping them open."""
+
+    async def thaw(self) -> None:
+        """Forward again, and accept new connections."""
 
 
 def _as_bytes(message: str | bytes) -> bytes:
@@ -345,3 +358,51 @@ class BackboneConformance:
                 event = await _next_event(subscriber)
                 assert isinstance(event, Event)
                 assert event.message == "resumed"
+
+
+class FrozenLinkConformance:
+    """Opt-in: a frozen link is found by the liveness probe, reported, and recovered from.
+
+    Subclass it beside :class:`BackboneConformance` and provide a ``freeze`` fixture
+    (:class:`BackboneFreeze`), for example a TCP proxy between the plugin and its server::
+
+        class TestNatsConformance(BackboneConformance, FrozenLinkConformance):
+            @pytest.fixture
+            def freeze(self, proxy):
+                return proxy
+    """
+
+    pytestmark = pytest.mark.anyio
+
+    @pytest.fixture
+    def freeze(self) -> BackboneFreeze:
+        """Something that freezes the backbone's link and thaws it (override this)."""
+        pytest.fail("Override the 'freeze' fixture in your FrozenLinkConformance subclass.")
+
+    async def test_a_frozen_link_is_found_and_recovered_from(
+        self,
+        make_broadcast: Callable[..., Broadcast],
+        channel: str,
+        freeze: BackboneFreeze,
+    ) -> None:
+        """Open but silent: the probe's deadline makes it a gap; after the thaw, delivery resumes."""
+        async with make_broadcast() as broadcast:
+            async with broadcast.subscribe(channel, keep_going=True) as subscriber:
+                await broadcast.publish(channel, "before")
+                assert (await _next_event(subscriber)).message == "before"
+                await freeze.freeze()
+                try:
+                    marker = await _next_event(subscriber)
+                    assert isinstance(marker, Gap), f"expected a Gap, got {marker!r}"
+                    assert marker.channel == channel
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await freeze.thaw()
+                await _until_healthy(broadcast)
+                await broadcast.publish(channel, "thawed")
+                with anyio.fail_after(DEADLINE):  # what was held in the link may come first
+                    while not isinstance(event := await subscriber.get(), Event) or (
+                        event.message != "thawed"
+                    ):
+                        pass
+            assert broadcast.health().gaps >= 1

@@ -25,7 +25,8 @@ def freeze_memory(url: str) -> None:
 
 
 class MemoryOutage:
-    """:class:`BackboneOutage` for ``memory://``: down on ``interrupt()``, back on ``restore()``."""
+    """:class:`BackboneOutage` for ``memory://``: down on ``interrupt()``, back on ``restore()``;
+    also :class:`BackboneFreeze`: frozen on ``freeze()``, back on ``thaw()``."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -35,5 +36,13 @@ class MemoryOutage:
         simulate_memory_loss(self.url, stay_down=True)
 
     async def restore(self) -> None:
+        """Bring the bus back."""
+        restore_memory(self.url)
+
+    async def freeze(self) -> None:
+        """Keep every connection open but make it hang."""
+        freeze_memory(self.url)
+
+    async def thaw(self) -> None:
         """Bring the bus back."""
         restore_memory(self.url)
