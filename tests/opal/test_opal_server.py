@@ -34,7 +34,9 @@ pytestmark = pytest.mark.opal
 OPAL_SERVER = "opal-server==0.9.9"
 WORKERS = 2
 SIZES = [100, 20_000]
-#: OPAL's log line (with OPAL_LOG_FORMAT_INCLUDE_PID) when a worker's listener gets our gap signal.
+#: OPAL's log line (with OPAL_LOG_FORMAT_INCLUDE_PID) when a worker's listener gets our gap signal,
+#: and what its reconnecting broadcaster logs whenever a subscriber ends, for whatever reason.
+STOCK_GAP_REPORT = re.compile(r"Broadcast subscriber ended|Broadcaster listener error")
 GAP_REPORT = re.compile(
     r"^\S+ \| (\d+) \|.*Broadcaster listener error \(attempt 1\): SubscriptionGap", re.M
 )
@@ -156,30 +158,21 @@ def test_data_updates_reach_clients_of_every_opal_worker(opal_python, deployed_u
     assert every_client_got_everything(report), summary(report)
 
 
-@pytest.mark.parametrize("backbone", ["postgres", "redis", "kafka"])
-def test_a_backbone_restart_leaves_no_deaf_opal_worker(
-    opal_python, backbone, services, tmp_path, request
-):
-    """Restart the backbone under two OPAL servers: every worker hears again, and says so.
+def restart_under_opal(
+    python: Path, url: str, app: str, backbone: str, services: Any, directory: Path
+) -> tuple[list[int], dict[str, Any]]:
+    """Clients on every worker of two OPAL servers; restart the backbone; probe until every
+    client hears through the backbone again; post the updates. The ports, and the report.
 
     OPAL's own reaction to a gap, reconnecting every client so that it re-fetches its data, is
-    turned off here: the clients stay put, so what they receive shows what each worker hears.
-    OPAL's log lines carry the worker's pid, so each worker's report of the gap is counted.
+    turned off: the clients stay put, so what they receive shows what each worker hears. OPAL's
+    log lines carry the worker's pid.
     """
-    url = str(request.getfixturevalue(f"{backbone}_url"))
-    ready, go = tmp_path / "subscribed", tmp_path / "go"
+    ready, go = directory / "subscribed", directory / "go"
     env = {"OPAL_BROADCAST_RESYNC_ON_RECONNECT": "false", "OPAL_LOG_FORMAT_INCLUDE_PID": "true"}
-    with (
-        two_servers(opal_python, url, tmp_path, env=env) as ports,
-        ThreadPoolExecutor() as pool,
-    ):
+    with two_servers(python, url, directory, app, env) as ports, ThreadPoolExecutor() as pool:
         clients = pool.submit(
-            run_clients,
-            opal_python,
-            ports,
-            ready_file=str(ready),
-            go_file=str(go),
-            hear_deadline=90,
+            run_clients, python, ports, ready_file=str(ready), go_file=str(go), hear_deadline=90
         )
         try:
             deadline = time.monotonic() + 120
@@ -193,12 +186,33 @@ def test_a_backbone_restart_leaves_no_deaf_opal_worker(
     assert report["heard_again_after"] is not None, f"a worker stayed deaf: {summary(report)}"
     assert all(client["connects"] == 1 for client in report["clients"]), summary(report)
     assert every_client_got_everything(report), summary(report)
+    return ports, report
+
+
+@pytest.mark.parametrize("backbone", ["postgres", "redis", "kafka"])
+def test_a_backbone_restart_leaves_no_deaf_opal_worker(
+    opal_python, backbone, services, tmp_path, request
+):
+    """Restart the backbone under two OPAL servers: every worker hears again, and on Postgres
+    and Redis (which keep nothing for a subscriber that is away) every worker reports the gap."""
+    url = str(request.getfixturevalue(f"{backbone}_url"))
+    app = "opal_broadcast_opal.asgi:app"
+    ports, report = restart_under_opal(opal_python, url, app, backbone, services, tmp_path)
     if backbone != "kafka":  # Kafka keeps what was published; a short restart may lose nothing
         for index, port in enumerate(ports):
             log = (tmp_path / f"opal-{index}.log").read_text()
             reported = set(map(int, GAP_REPORT.findall(log)))
             workers = {client["worker"] for client in report["clients"] if client["server"] == port}
             assert reported == workers, f"server {index}: gap reported by {reported} of {workers}"
+
+
+def test_stock_opal_never_hears_of_a_redis_restart(opal_python, redis_url, services, tmp_path):
+    """Negative control: on OPAL's own broadcaster, redis-py reconnects in silence. No worker
+    learns of the gap, so OPAL never resyncs its clients: what was published meanwhile is lost."""
+    restart_under_opal(opal_python, redis_url, "opal_server.main:app", "redis", services, tmp_path)
+    for index in range(2):
+        log = (tmp_path / f"opal-{index}.log").read_text()
+        assert not STOCK_GAP_REPORT.search(log), f"server {index} heard of the restart"
 
 
 def test_stock_opal_loses_large_updates_over_postgres(opal_python, postgres_url, tmp_path):
