@@ -57,6 +57,8 @@ class RedisConnection:
     def __init__(self, config: RedisConfig, link: BackboneLink) -> None:
         self.config = config
         self._link = link
+        if config.password:  # from an option or the environment: the core masks it too
+            link.keep_secret(config.password)
         self._deliver = link.deliver
         self._decode = config.decode_messages
         self._names: dict[bytes, str] = {}
