@@ -126,19 +126,18 @@ async def test_cancelling_a_bounded_publish_is_a_cancellation_not_a_timeout(url)
         await broadcast.publish("c", "fine")
 
 
-async def test_timings_can_be_given_in_the_url(url):
-    """?publish_timeout= in the URL (all OPAL_BROADCAST_URI can carry) sets the deadline."""
-    async with Broadcast(f"{url}?publish_timeout=0.3&probe_interval=60") as broadcast:
-        freeze_memory(url)
-        try:
-            with pytest.raises(BackboneUnavailable, match=r"timed out after 0\.3 s"):
-                await broadcast.publish("c", "never answered")
-        finally:
-            restore_memory(url)
-
-
-async def test_a_keyword_timing_wins_over_the_url(url):
-    async with Broadcast(f"{url}?publish_timeout=30", publish_timeout=0.3) as broadcast:
+@pytest.mark.parametrize(
+    ("query", "keywords"),
+    [
+        ("?publish_timeout=0.3&probe_interval=60", {}),
+        ("?publish_timeout=30", {"publish_timeout": 0.3}),
+    ],
+    ids=["from-the-url", "keyword-wins"],
+)
+async def test_timings_can_be_given_in_the_url(url, query, keywords):
+    """?publish_timeout= in the URL (all OPAL_BROADCAST_URI can carry) sets the deadline; a
+    keyword argument wins over it."""
+    async with Broadcast(url + query, **keywords) as broadcast:
         freeze_memory(url)
         try:
             with pytest.raises(BackboneUnavailable, match=r"timed out after 0\.3 s"):
