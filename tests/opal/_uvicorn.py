@@ -1,4 +1,4 @@
-"""Run a uvicorn app in a child process for a test, and wait until it answers."""
+"""Run an ASGI server (uvicorn, gunicorn) in a child process for a test, until it answers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,20 +33,46 @@ def uvicorn_app(
     Ready means the port accepts connections, or ``health_path`` answers when given. Output goes
     to ``log`` (quoted in the error if it never gets ready); the working directory is ``log``'s.
     """
+
+    def command(port: int) -> list[str]:
+        return [
+            str(python),
+            "-m",
+            "uvicorn",
+            *arguments,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+
+    with serve(command, env, log, health_path=health_path, deadline=deadline) as port:
+        yield port
+
+
+@contextmanager
+def serve(
+    command: Callable[[int], list[str]],
+    env: Mapping[str, str],
+    log: Path,
+    *,
+    health_path: str = "",
+    deadline: float = 90,
+) -> Iterator[int]:
+    """Run ``command(port)`` for a free port; yield the port once it answers (see uvicorn_app)."""
     port = free_port()
-    command = [str(python), "-m", "uvicorn", *arguments, "--host", "127.0.0.1", "--port", str(port)]
     with log.open("w") as output:
         process = subprocess.Popen(
-            command, env=dict(env), stdout=output, stderr=subprocess.STDOUT, cwd=log.parent
+            command(port), env=dict(env), stdout=output, stderr=subprocess.STDOUT, cwd=log.parent
         )
     try:
         give_up = time.monotonic() + deadline
         while not _answers(port, health_path):
             if process.poll() is not None:
-                raise AssertionError(f"uvicorn exited: {log.read_text()[-3000:]}")
+                raise AssertionError(f"the server exited: {log.read_text()[-3000:]}")
             if time.monotonic() > give_up:
                 raise AssertionError(
-                    f"uvicorn not ready in {deadline:g} s: {log.read_text()[-3000:]}"
+                    f"the server is not ready in {deadline:g} s: {log.read_text()[-3000:]}"
                 )
             time.sleep(0.1)
         yield port

@@ -28,7 +28,7 @@ import pytest
 
 from opal_broadcast import BackboneURL
 from tests._fresh_venv import ROOT, clean_env, fresh_venv
-from tests.opal._uvicorn import uvicorn_app
+from tests.opal._uvicorn import serve, uvicorn_app
 
 pytestmark = pytest.mark.opal
 
@@ -46,9 +46,9 @@ CLIENT = Path(__file__).with_name("opal_client.py")
 
 @pytest.fixture(scope="session")
 def opal_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A venv with opal-server, our core, the three plugins, and the swap."""
+    """A venv with opal-server, our core, the three plugins, the swap, uvicorn and gunicorn."""
     packages = [
-        OPAL_SERVER, "aiofiles", "uvicorn",  # opal-server imports aiofiles without declaring it
+        OPAL_SERVER, "aiofiles", "uvicorn", "gunicorn",  # opal-server imports aiofiles undeclared
         str(ROOT / "core"), str(ROOT / "integrations" / "opal-server"),
         *(str(ROOT / "plugins" / name) for name in ("postgres", "redis", "kafka")),
     ]  # fmt: skip
@@ -56,10 +56,14 @@ def opal_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def opal_server(python: Path, url: str, log: Path, app: str, env: dict[str, str]) -> Iterator[int]:
+def opal_server(
+    python: Path, url: str, log: Path, app: str, env: dict[str, str], engine: str
+) -> Iterator[int]:
     """One OPAL server with 2 workers on ``url``; yields its port once it is healthy.
 
-    It runs in ``log``'s directory, where OPAL writes its jwks_dir/.
+    ``engine``: "uvicorn" (``uvicorn --workers``), or "gunicorn" with uvicorn's worker class, as
+    OPAL's container image starts ``$UVICORN_ASGI_APP``. It runs in ``log``'s directory, where
+    OPAL writes its jwks_dir/.
     """
     env = {
         **clean_env(),
@@ -69,8 +73,19 @@ def opal_server(python: Path, url: str, log: Path, app: str, env: dict[str, str]
         "OPAL_STATISTICS_ENABLED": "false",
         "OPAL_LOG_COLORIZE": "false",
     }
-    arguments = [app, "--workers", str(WORKERS)]
-    with uvicorn_app(python, arguments, env, log, health_path="/healthcheck") as port:
+    if engine == "uvicorn":
+        arguments = [app, "--workers", str(WORKERS)]
+        server = uvicorn_app(python, arguments, env, log, health_path="/healthcheck")
+    else:
+
+        def command(port: int) -> list[str]:
+            return [
+                str(python), "-m", "gunicorn", "-b", f"127.0.0.1:{port}",
+                "-k", "uvicorn.workers.UvicornWorker", f"--workers={WORKERS}", app,
+            ]  # fmt: skip
+
+        server = serve(command, env, log, health_path="/healthcheck")
+    with server as port:
         yield port
 
 
@@ -81,12 +96,13 @@ def two_servers(
     directory: Path,
     app: str = "opal_broadcast_opal.asgi:app",
     env: dict[str, str] | None = None,
+    engine: str = "uvicorn",
 ) -> Iterator[list[int]]:
     """Two OPAL servers (two "containers") of 2 workers each on ``url``; their ports."""
     with ExitStack() as stack:
         yield [
             stack.enter_context(
-                opal_server(python, url, directory / f"opal-{i}.log", app, env or {})
+                opal_server(python, url, directory / f"opal-{i}.log", app, env or {}, engine)
             )
             for i in range(2)
         ]
@@ -155,6 +171,15 @@ def test_data_updates_reach_clients_of_every_opal_worker(opal_python, deployed_u
     """Updates of 100 and 20,000 bytes posted to server A reach clients on all 4 workers of A and B."""
     url, env = deployed_url
     with two_servers(opal_python, url, tmp_path, env=env) as ports:
+        report = run_clients(opal_python, ports)
+    assert every_client_got_everything(report), summary(report)
+
+
+def test_opal_as_its_container_image_starts_it(opal_python, postgres_url, tmp_path):
+    """gunicorn with uvicorn's workers and our app, as OPAL's image runs ``$UVICORN_ASGI_APP``:
+    each worker builds its own app, so updates still reach clients on every worker."""
+    app = "opal_broadcast_opal.asgi:app"
+    with two_servers(opal_python, postgres_url, tmp_path, app, engine="gunicorn") as ports:
         report = run_clients(opal_python, ports)
     assert every_client_got_everything(report), summary(report)
 
