@@ -64,7 +64,10 @@ class TcpProxy:
         self._server: asyncio.AbstractServer | None = None
         self._opening: asyncio.Task[None] | None = None
         self._links: set[_Link] = set()
-        self._handlers: set[asyncio.Task[object]] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+        #: Every accepted client connection until its handler closes it (or aclose() does: a
+        #: handler cancelled before it ever ran would otherwise leave it open).
+        self._accepted: set[asyncio.StreamWriter] = set()
         self._closed = False
 
     @classmethod
@@ -124,7 +127,7 @@ class TcpProxy:
         """Listen on an ephemeral port of 127.0.0.1."""
         if self._server is not None or self._closed:
             raise RuntimeError("a TcpProxy can be started only once")
-        self._server = await asyncio.start_server(self._handle, self.host, 0)
+        self._server = await asyncio.start_server(self._accept, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def aclose(self) -> None:
@@ -139,6 +142,9 @@ class TcpProxy:
         for task in handlers:
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
+        for writer in self._accepted:
+            _abort(writer, rst=False)
+        self._accepted.clear()
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -200,7 +206,7 @@ class TcpProxy:
         sock.listen(100)  # connections queue from here on; the server accepts them shortly
 
         async def serve() -> None:
-            self._server = await asyncio.start_server(self._handle, sock=sock)
+            self._server = await asyncio.start_server(self._accept, sock=sock)
             self._opening = None
 
         self._opening = asyncio.get_running_loop().create_task(serve())
@@ -215,19 +221,18 @@ class TcpProxy:
         self._links.clear()
         return len(links)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Called by the server as each connection is accepted: track it, then serve it."""
+        self._accepted.add(writer)
+        task = asyncio.get_running_loop().create_task(self._handle(reader, writer))
         self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self._serve(reader, writer)
-        except asyncio.CancelledError:
-            # Only aclose() cancels handlers. asyncio 3.11's done-callback of a connection
-            # handler calls task.exception(), which raises on a cancelled task: end normally.
-            if not self._closed:
-                raise
         finally:
-            self._handlers.discard(task)
+            self._accepted.discard(writer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._mode == "refuse" or self._closed:
