@@ -68,21 +68,30 @@ def test_publish_to_memory():
 
 
 def test_listen_exits_cleanly_on_ctrl_c():
-    """SIGINT while waiting: exit 0, no traceback."""
+    """SIGINT while waiting: exit 0, no traceback. (If it hangs instead, the failure shows where:
+    faulthandler dumps every thread's stack on SIGABRT.)"""
+    command = [sys.executable, "-X", "faulthandler", "-m", "opal_broadcast", "listen", "memory://"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "opal_broadcast", "listen", "memory://", "updates"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        [*command, "updates"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    assert process.stdout is not None
-    first = process.stdout.readline()
-    assert first.startswith("listening on 'updates'")
-    time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=20)
-    assert process.returncode == 0, err
-    assert "Traceback" not in err
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("listening on 'updates'")
+        time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        try:
+            _, err = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            _, err = process.communicate(timeout=10)
+            pytest.fail(f"still running 20 s after SIGINT; its stacks:\n{err[-6000:]}")
+        assert process.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def test_demo_on_the_embedded_default():
