@@ -26,12 +26,16 @@ def uvicorn_app(
     log: Path,
     *,
     health_path: str = "",
+    workers: int = 0,
     deadline: float = 90,
 ) -> Iterator[int]:
     """``python -m uvicorn ARGUMENTS`` on a free port; yields the port once it answers.
 
-    Ready means the port accepts connections, or ``health_path`` answers when given. Output goes
-    to ``log`` (quoted in the error if it never gets ready); the working directory is ``log``'s.
+    Ready means the port accepts connections, or ``health_path`` answers when given, and the log
+    says ``workers`` times that a worker's application started (one up is not all up: clients
+    sent meanwhile would all land on the early ones). Output goes to ``log`` (quoted in the error
+    if it never gets ready; info level is needed to count workers); the working directory is
+    ``log``'s.
     """
 
     def command(port: int) -> list[str]:
@@ -46,7 +50,9 @@ def uvicorn_app(
             str(port),
         ]
 
-    with serve(command, env, log, health_path=health_path, deadline=deadline) as port:
+    with serve(
+        command, env, log, health_path=health_path, workers=workers, deadline=deadline
+    ) as port:
         yield port
 
 
@@ -57,6 +63,7 @@ def serve(
     log: Path,
     *,
     health_path: str = "",
+    workers: int = 0,
     deadline: float = 90,
 ) -> Iterator[int]:
     """Run ``command(port)`` for a free port; yield the port once it answers (see uvicorn_app)."""
@@ -67,7 +74,7 @@ def serve(
         )
     try:
         give_up = time.monotonic() + deadline
-        while not _answers(port, health_path):
+        while not (_answers(port, health_path) and _started(log) >= workers):
             if process.poll() is not None:
                 raise AssertionError(f"the server exited: {log.read_text()[-3000:]}")
             if time.monotonic() > give_up:
@@ -83,6 +90,11 @@ def serve(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _started(log: Path) -> int:
+    """How many workers have logged that their application started."""
+    return log.read_text(errors="replace").count("Application startup complete.")
 
 
 def _answers(port: int, health_path: str) -> bool:

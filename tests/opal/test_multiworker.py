@@ -47,9 +47,10 @@ def serve(url: str, log: Path) -> Iterator[int]:
         "--workers",
         str(WORKERS),
         "--log-level",
-        "warning",
+        "info",
+        "--no-access-log",
     ]
-    with uvicorn_app(sys.executable, arguments, env, log) as port:
+    with uvicorn_app(sys.executable, arguments, env, log, workers=WORKERS) as port:
         yield port
 
 

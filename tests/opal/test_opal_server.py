@@ -75,7 +75,9 @@ def opal_server(
     }
     if engine == "uvicorn":
         arguments = [app, "--workers", str(WORKERS)]
-        server = uvicorn_app(python, arguments, env, log, health_path="/healthcheck")
+        server = uvicorn_app(
+            python, arguments, env, log, health_path="/healthcheck", workers=WORKERS
+        )
     else:
 
         def command(port: int) -> list[str]:
@@ -84,7 +86,7 @@ def opal_server(
                 "-k", "uvicorn.workers.UvicornWorker", f"--workers={WORKERS}", app,
             ]  # fmt: skip
 
-        server = serve(command, env, log, health_path="/healthcheck")
+        server = serve(command, env, log, health_path="/healthcheck", workers=WORKERS)
     with server as port:
         yield port
 
