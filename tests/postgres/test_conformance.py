@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from opal_broadcast.testing import BackboneConformance, FrozenLinkConformance
-from tests.services import TcpProxy
+from tests.services.conformance import ThroughProxy
 
 pytestmark = pytest.mark.postgres
 
 
-class TestPostgresConformance(BackboneConformance, FrozenLinkConformance):
-    @pytest.fixture
-    def backbone_url(self, proxy: TcpProxy) -> str:
-        return proxy.url()
-
-    @pytest.fixture
-    def outage(self, proxy: TcpProxy) -> TcpProxy:
-        return proxy  # cut() every connection, refuse new ones, until restore()
-
-    @pytest.fixture
-    def freeze(self, proxy: TcpProxy) -> TcpProxy:
-        return proxy  # stall(): connections stay open, nothing is forwarded, until resume()
+class TestPostgresConformance(ThroughProxy):
+    """Through the ``proxy`` fixture of tests/postgres/conftest.py."""
 
     @pytest.fixture
     def invalid_channels(self) -> list[str]:

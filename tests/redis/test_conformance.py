@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from opal_broadcast.testing import BackboneConformance, FrozenLinkConformance
+from opal_broadcast.testing import BackboneConformance
 from tests.redis.conftest import ServerRestart
 from tests.services import TcpProxy
+from tests.services.conformance import ThroughProxy
 
 pytestmark = pytest.mark.redis
 
@@ -32,26 +33,13 @@ class TestRedisConformance(BackboneConformance):
         return server_restart
 
 
-class _ThroughProxy(BackboneConformance, FrozenLinkConformance):
-    """The suite through a TCP proxy whose cut() is the outage and stall() the freeze; subclasses
-    give ``upstream_url``."""
+class _ThroughProxy(ThroughProxy):
+    """The suite through a TCP proxy in front of ``upstream_url`` (given by subclasses)."""
 
     @pytest.fixture
     async def proxy(self, proxy_to: Callable[[str], TcpProxy], upstream_url: str) -> TcpProxy:
         proxy = proxy_to(upstream_url)
         await proxy.start()
-        return proxy
-
-    @pytest.fixture
-    def backbone_url(self, proxy: TcpProxy) -> str:
-        return proxy.url()
-
-    @pytest.fixture
-    def outage(self, proxy: TcpProxy) -> TcpProxy:
-        return proxy  # cut() every connection, refuse new ones, until restore()
-
-    @pytest.fixture
-    def freeze(self, proxy: TcpProxy) -> TcpProxy:
         return proxy
 
 
