@@ -126,6 +126,29 @@ async def test_cancelling_a_bounded_publish_is_a_cancellation_not_a_timeout(url)
         await broadcast.publish("c", "fine")
 
 
+async def test_a_shorter_publish_timeout_is_kept_while_a_longer_publish_waits(url):
+    """Two instances share a connection but not their publish_timeout: the short one still
+    fires on time while a publish with a long one is in flight (one timer serves both)."""
+    async with (
+        Broadcast(url, publish_timeout=30, probe_interval=60) as patient,
+        Broadcast(url, publish_timeout=0.3, probe_interval=60) as hasty,
+    ):
+        assert patient._hub is hasty._hub
+        freeze_memory(url)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(patient.publish, "c", "waits")
+                await anyio.sleep(0.05)
+                started = time.monotonic()
+                with pytest.raises(BackboneUnavailable, match=r"timed out after 0\.3 s"):
+                    await hasty.publish("c", "gives up")
+                assert time.monotonic() - started < 2.0
+                tasks.cancel_scope.cancel()
+        finally:
+            restore_memory(url)
+        await patient.publish("c", "answered")
+
+
 @pytest.mark.parametrize(
     ("query", "keywords"),
     [

@@ -324,3 +324,26 @@ async def test_a_driver_cancellation_does_not_end_supervision():
         async with broadcast.subscribe("c") as subscriber:
             await broadcast.publish("c", "alive")
             assert (await subscriber.get()).message == "alive"
+
+
+async def test_a_publish_made_inside_a_publish_hook_is_delivered():
+    """A plugin may publish through the core from inside its own publish hook (the same task,
+    already under a publish deadline): the inner publish is bounded too, and both arrive."""
+    plugin = make_plugin("nested")
+    delegate = plugin.opal_broadcast_publish
+    outer: list[Broadcast] = []
+
+    @hookimpl
+    async def opal_broadcast_publish(connection, channel, message):
+        if channel == "outer":
+            await outer[0].publish("inner", f"before {message}")
+        await delegate(connection, channel, message)
+
+    plugin.opal_broadcast_publish = opal_broadcast_publish
+    async with Broadcast("nested://z", backend=plugin, publish_timeout=5) as broadcast:
+        outer.append(broadcast)
+        async with broadcast.subscribe("inner") as inner, broadcast.subscribe("outer") as sent:
+            with anyio.fail_after(5):
+                await broadcast.publish("outer", "m")
+                assert await inner.get() == Event("inner", "before m")
+                assert await sent.get() == Event("outer", "m")

@@ -55,9 +55,9 @@ async def test_plain_asyncpg_dispatch_still_delivers_everything(pg_url, channel)
     connection = PostgresConnection(config, link, listener)
     try:
         await connection.subscribe(channel)
-        await connection.publish(channel, "x" * 20_000)
-        await connection.publish(channel, b"\x00bytes")
-        await connection.publish(channel, "small")
+        await connection.publisher.publish(channel, "x" * 20_000)
+        await connection.publisher.publish(channel, b"\x00bytes")
+        await connection.publisher.publish(channel, "small")
         await _until(lambda: len(link.delivered) == 3)
         await connection.probe()
     finally:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from time import monotonic
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -166,15 +168,36 @@ class Broadcast:
         Raises :class:`InvalidChannel`/:class:`InvalidMessage` before any I/O, and
         :class:`BackboneUnavailable` within ``publish_timeout`` when the backbone is unreachable.
         """
-        hub = self._require_hub()
-        _check_channel(channel)
-        hub.check_channel(channel)
+        hub = self._hub or self._require_hub()
+        if type(channel) is not str or channel not in hub.checked_channels:
+            _check_channel(channel)
+            hub.check_channel(channel)
         if not isinstance(message, (str, bytes)):
             raise InvalidMessage(
                 f"A message must be str or bytes, not {type(message).__name__}: "
                 "serialise it first (for example json.dumps)."
             )
-        await hub.publish(channel, message, self._publish_timeout)
+        timeout = self._publish_timeout
+        deadlines = hub.fast_deadlines
+        task = asyncio.current_task(deadlines.loop) if deadlines is not None else None
+        if deadlines is None or task is None or task in deadlines.inflight:
+            return await hub.publish(channel, message, timeout)  # not connected, or nested
+        # The hub's hot path, inlined (see Hub.fast_deadlines and the _deadline module).
+        deadlines.inflight[task] = expiry = monotonic() + timeout
+        if expiry < deadlines.next_expiry:
+            deadlines.schedule(expiry)
+        try:
+            await hub.send(hub.connection, channel, message)
+        except asyncio.CancelledError:
+            if deadlines.timed_out(task):
+                raise hub.timed_out(timeout) from None
+            raise
+        except Exception as exc:
+            hub.publish_failed(exc, timeout)
+        finally:
+            del deadlines.inflight[task]
+            if deadlines.expired:
+                deadlines.expired.discard(task)
 
     @overload
     def subscribe(

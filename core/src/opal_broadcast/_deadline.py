@@ -1,84 +1,88 @@
-"""Deadlines for the publish hot path, cheaper than a cancel scope per call.
+"""Deadlines for the publish hot path on asyncio, cheaper than a cancel scope per call.
 
 On asyncio an anyio cancel scope costs about as much as a loopback publish round trip's whole
-framework budget (measured: ~11 us per ``fail_after`` on the CI machine). A hub publishes with one
-timeout, so one timer can watch every in-flight call: each call registers its task and expiry, and
-the timer cancels the expired ones with a marker the call turns into ``TimeoutError`` (the way
-``asyncio.timeout`` does, with ``uncancel``). On trio, and on Python < 3.11 (no ``uncancel``),
-anyio's ``fail_after`` is used unchanged.
+framework budget (measured: ~11 us per ``fail_after`` on the CI machine), and on that path every
+Python call shows (each is ~1% of a loopback round trip). A hub publishes with one timeout, so one
+timer watches every in-flight call. ``Broadcast.publish`` does the bookkeeping inline::
+
+    task = asyncio.current_task(deadlines.loop)  # not current_task(): see Deadlines.loop
+    if task in deadlines.inflight: ...        # a publish inside a publish: use fail_after
+    deadlines.inflight[task] = expiry = time.monotonic() + timeout
+    if expiry < deadlines.next_expiry:
+        deadlines.schedule(expiry)
+    try:
+        await call()
+    except asyncio.CancelledError:
+        if deadlines.timed_out(task): ...     # this deadline's cancellation, and nobody else's
+        raise
+    finally:
+        del deadlines.inflight[task]
+        if deadlines.expired:
+            deadlines.expired.discard(task)
+
+The timer cancels expired tasks with a marker, and :meth:`Deadlines.timed_out` takes that
+cancellation back (``uncancel``, as ``asyncio.timeout`` does). Only on asyncio with Python >= 3.11:
+elsewhere :attr:`Deadlines.native` is false and the caller uses anyio's ``fail_after``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
-from collections.abc import Awaitable
-from typing import TypeVar
-
-import anyio
+import time
+from typing import Any
 
 from ._system_task import current_async_library
 
 __all__ = ["Deadlines"]
 
-_T = TypeVar("_T")
 _EXPIRED = "opal_broadcast: deadline expired"
 
 
-def _uncancel(task: asyncio.Task[object]) -> int:
-    if sys.version_info >= (3, 11):
-        return task.uncancel()
-    raise AssertionError("native deadlines need Python 3.11")  # pragma: no cover
-
-
 class Deadlines:
-    """Bounds awaitables in time; one instance per hub."""
+    """Bounds publishes in time; one instance per hub (see the module docstring)."""
+
+    __slots__ = ("_timer", "expired", "inflight", "loop", "native", "next_expiry")
 
     def __init__(self) -> None:
-        self._native = sys.version_info >= (3, 11) and current_async_library() == "asyncio"
-        self._inflight: dict[object, tuple[float, asyncio.Task[object]]] = {}
-        self._expired: set[object] = set()
+        self.native = sys.version_info >= (3, 11) and current_async_library() == "asyncio"
+        #: The event loop (native only). Passing it to ``current_task`` matters: without it,
+        #: CPython 3.11 finds the running loop with a ``getpid()`` system call (a fork check),
+        #: which cost about 5% of a loopback publish round trip.
+        self.loop = asyncio.get_running_loop() if self.native else None
+        #: The expiry (``time.monotonic()``) of each task's publish.
+        self.inflight: dict[asyncio.Task[Any], float] = {}
+        #: Tasks the timer cancelled and that have not yet seen it.
+        self.expired: set[asyncio.Task[Any]] = set()
+        #: When the timer fires (``time.monotonic()``); infinity when it is not set.
+        self.next_expiry = math.inf
         self._timer: asyncio.TimerHandle | None = None
 
-    async def run(self, awaitable: Awaitable[_T], timeout: float) -> _T:
-        """Await ``awaitable``; raise ``TimeoutError`` if it takes more than ``timeout`` seconds."""
-        if not self._native:
-            with anyio.fail_after(timeout):
-                return await awaitable
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        token = object()
-        expiry = loop.time() + timeout
-        self._inflight[token] = (expiry, task)
-        if self._timer is None or self._timer.when() > expiry:
-            self._arm(loop, expiry)
-        try:
-            return await awaitable
-        except asyncio.CancelledError:
-            # Ours if the timer cancelled this call and nobody else cancelled the task too.
-            if token in self._expired and _uncancel(task) == 0:
-                raise TimeoutError from None
-            raise
-        finally:
-            del self._inflight[token]
-            self._expired.discard(token)
-
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+    def schedule(self, expiry: float) -> None:
+        """Fire the timer at ``expiry`` (``time.monotonic()``) instead of later."""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = loop.call_at(when, self._expire, loop)
+        loop = self.loop
+        assert loop is not None, "native deadlines only"
+        self._timer = loop.call_at(loop.time() + expiry - time.monotonic(), self._expire)
+        self.next_expiry = expiry
 
-    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+    def timed_out(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the cancellation ``task`` received is its deadline's, and nobody else's."""
+        return task in self.expired and task.uncancel() == 0  # type: ignore[attr-defined,unused-ignore]
+
+    def _expire(self) -> None:
         self._timer = None
-        now = loop.time()
-        following = None
-        for token, (expiry, task) in self._inflight.items():
+        self.next_expiry = math.inf
+        now = time.monotonic()
+        following = math.inf
+        for task, expiry in self.inflight.items():
             if expiry <= now:
-                if token not in self._expired:
-                    self._expired.add(token)
+                if task not in self.expired:
+                    self.expired.add(task)
                     task.cancel(_EXPIRED)
-            elif following is None or expiry < following:
+            elif expiry < following:
                 following = expiry
-        if following is not None:
-            self._arm(loop, following)
+        if following < math.inf:
+            self.schedule(following)

@@ -165,10 +165,12 @@ def opal_broadcast_publish(  # type: ignore[empty-body]
 ) -> Awaitable[None]:
     """Send ``message`` to every subscriber of ``channel`` in every process.
 
-    Check the channel name and the message against the backbone's limits before any I/O and raise
-    ``InvalidChannel``/``MessageTooLarge``/``InvalidMessage``. Return when the backbone has
-    accepted the message. Raise ``BackboneUnavailable`` when it cannot; the core bounds the call
-    with the publish timeout. Messages from one publisher must be delivered in publish order.
+    Check the message against the backbone's limits before any I/O and raise
+    ``MessageTooLarge``/``InvalidMessage``; check the channel name too unless the plugin implements
+    ``opal_broadcast_check_channel``, which the core calls before a name's first publish. Return
+    when the backbone has accepted the message. Raise ``BackboneUnavailable`` when it cannot; the
+    core bounds the call with the publish timeout. Messages from one publisher must be delivered
+    in publish order.
     """
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from opal_broadcast import BackboneLink
@@ -45,7 +45,8 @@ class PostgresConnection:
         encoding = listener.get_settings().server_encoding
         self._encoder = Encoder(config.max_message_size, unicode=encoding in _UNICODE_ENCODINGS)
         self._reassembler = Reassembler(config.max_message_size)
-        self._publisher = Publisher(config, self._encoder.unique)
+        #: Publishes; the publish hook calls it directly.
+        self.publisher = Publisher(config, self._encoder)
         asyncpg = import_asyncpg()
         self._broken = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
         self._lost = False
@@ -67,11 +68,6 @@ class PostgresConnection:
         return connection
 
     # -- hooks ------------------------------------------------------------------------------
-
-    def publish(self, channel: str, message: str | bytes) -> Awaitable[None]:
-        """Check and encode ``message`` now (typed errors before any I/O); the send to await."""
-        check_channel(channel)
-        return self._publisher.publish(channel, self._encoder.encode(message))
 
     async def subscribe(self, channel: str) -> None:
         """LISTEN on ``channel`` (quoted by asyncpg); live once this returns."""
@@ -105,7 +101,7 @@ class PostgresConnection:
         listener = self._listener
         listener.remove_termination_listener(self._on_termination)
         graceful = not (self._lost or self._suspect or listener.is_closed())
-        closing = [self._publisher.close(graceful=graceful)]
+        closing = [self.publisher.close(graceful=graceful)]
         if graceful:
             closing.append(close_quietly(listener))
         else:
