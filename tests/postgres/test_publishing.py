@@ -122,7 +122,9 @@ async def test_a_lane_notifies_through_asyncpgs_protocol_or_falls_back_to_fetchv
         statement = await publisher.prepare(SINGLE, name="test_notify")
         if internals == "asyncpg-protocol":
             notify = notify_function(publisher, statement)
-            assert notify != statement.fetchval  # the installed asyncpg is the known one
+            # asyncpg 0.29 (the lower bound) shows no signature for it: fetchval there.
+            known = tuple(map(int, asyncpg.__version__.split(".")[:2])) >= (0, 30)
+            assert (notify != statement.fetchval) is known
         else:
             notify = notify_function(object(), statement)  # no protocol to recognise
             assert notify == statement.fetchval

@@ -62,7 +62,8 @@ class _Lane:
         await self.many.fetchval(channels, payloads)
 
 
-#: asyncpg's protocol method that ``PreparedStatement.fetchval`` ends in, as of 0.18 to 0.32.
+#: The signature of asyncpg's protocol method that ``PreparedStatement.fetchval`` ends in (0.30
+#: to 0.32 show it; 0.29's compiled methods show none, so there the lanes use ``fetchval``).
 _BIND_EXECUTE = ("state", "args", "portal_name", "limit", "return_extra", "timeout")
 
 
