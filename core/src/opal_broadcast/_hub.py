@@ -442,7 +442,7 @@ class Hub:
         self.fast_deadlines = self._deadlines if native else None
 
     async def publish(self, channel: str, message: str | bytes, timeout: float) -> None:
-        """Send within ``timeout`` seconds, waiting for the backbone if need be, or raise a typed error."""
+        """Send within ``timeout`` seconds (waiting for the backbone if need be) or raise typed."""
         try:
             with anyio.fail_after(timeout):
                 if self._state != "connected":
