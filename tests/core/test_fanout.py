@@ -55,3 +55,25 @@ async def test_publisher_never_waits_for_a_stuck_subscriber(url):
         with anyio.fail_after(5):
             for i in range(1000):
                 await broadcast.publish("c", str(i))
+
+
+async def test_a_cancelled_wait_loses_nothing_and_the_next_get_wakes(url):
+    """A get() cancelled while waiting leaves no stale waiter: what is published next is read
+    by the next get(), on asyncio (a loop future) and on trio (an anyio.Event) alike."""
+    async with Broadcast(url) as broadcast, broadcast.subscribe("c") as subscriber:
+        with anyio.move_on_after(0.05) as scope:
+            await subscriber.get()
+        assert scope.cancelled_caught
+        await broadcast.publish("c", "after")  # wakes the cancelled waiter: must be harmless
+        with anyio.fail_after(5):
+            assert (await subscriber.get()).message == "after"
+            async with anyio.create_task_group() as tasks:
+                received: list[str] = []
+
+                async def read() -> None:
+                    received.append(str((await subscriber.get()).message))
+
+                tasks.start_soon(read)
+                await anyio.sleep(0.01)  # the reader is waiting now
+                await broadcast.publish("c", "woken")
+        assert received == ["woken"]

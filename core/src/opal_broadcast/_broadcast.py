@@ -268,6 +268,7 @@ class Subscription(Generic[_T]):
             max_queue=self._max_queue,
             keep_going=self._keep_going,
             detach=hub.detach,
+            loop=hub.loop,
         )
         await hub.add(subscriber, hub.settings.connect_timeout)
         self._broadcast._subscribers.add(subscriber)

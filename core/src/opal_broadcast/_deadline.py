@@ -33,8 +33,6 @@ import sys
 import time
 from typing import Any
 
-from ._system_task import current_async_library
-
 __all__ = ["Deadlines"]
 
 _EXPIRED = "opal_broadcast: deadline expired"
@@ -45,12 +43,13 @@ class Deadlines:
 
     __slots__ = ("_timer", "expired", "inflight", "loop", "native", "next_expiry")
 
-    def __init__(self) -> None:
-        self.native = sys.version_info >= (3, 11) and current_async_library() == "asyncio"
-        #: The event loop (native only). Passing it to ``current_task`` matters: without it,
-        #: CPython 3.11 finds the running loop with a ``getpid()`` system call (a fork check),
-        #: which cost about 5% of a loopback publish round trip.
-        self.loop = asyncio.get_running_loop() if self.native else None
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """``loop``: the hub's asyncio event loop; None on another async library."""
+        self.native = loop is not None and sys.version_info >= (3, 11)
+        #: The event loop. Passing it to ``current_task`` matters: without it, CPython 3.11 finds
+        #: the running loop with a ``getpid()`` system call (a fork check), which cost about 5% of
+        #: a loopback publish round trip.
+        self.loop = loop
         #: The expiry (``time.monotonic()``) of each task's publish.
         self.inflight: dict[asyncio.Task[Any], float] = {}
         #: Tasks the timer cancelled and that have not yet seen it.

@@ -150,7 +150,10 @@ class Hub:
         self._channels: dict[str, _Channel] = {}
         self._callbacks: list[GapCallback] = []
         self._supervisor: SystemTask | None = None
-        self._deadlines = Deadlines()
+        #: The asyncio event loop this hub lives on (None on trio): known once, because finding
+        #: the running loop costs CPython 3.11 a ``getpid()`` system call each time.
+        self.loop = asyncio.get_running_loop() if current_async_library() == "asyncio" else None
+        self._deadlines = Deadlines(self.loop)
         #: The deadlines of ``Broadcast.publish``'s hot path, inlined there (a Python call costs
         #: ~1% of a loopback round trip): set while connected on asyncio; None sends every publish
         #: through :meth:`publish`. The hot path calls :attr:`send` and, on error,
