@@ -1,5 +1,6 @@
 """Loss and recovery in the core, on the memory backbone's simulated faults."""
 
+import asyncio
 import time
 import uuid
 
@@ -7,6 +8,7 @@ import anyio
 import pytest
 
 from opal_broadcast import BackboneUnavailable, Broadcast, Gap, SubscriptionGap
+from opal_broadcast._deadline import Deadlines
 from opal_broadcast.testing import freeze_memory, restore_memory, simulate_memory_loss
 
 pytestmark = pytest.mark.anyio
@@ -147,6 +149,36 @@ async def test_a_shorter_publish_timeout_is_kept_while_a_longer_publish_waits(ur
         finally:
             restore_memory(url)
         await patient.publish("c", "answered")
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    ["asyncio", ("asyncio", {"use_uvloop": True})],
+    ids=["asyncio", "uvloop"],
+)
+async def test_publish_deadlines_run_on_the_event_loops_clock(url, anyio_backend, monkeypatch):
+    """The deadline timer and the expiries it checks read one clock, the loop's (uvloop's is
+    cached to the millisecond: mixed with time.monotonic() the timer fired early and spun)."""
+    async with Broadcast(url, publish_timeout=0.3, probe_interval=60) as broadcast:
+        deadlines = broadcast._hub._deadlines
+        loop = asyncio.get_running_loop()
+        assert deadlines.clock() == pytest.approx(loop.time(), abs=0.002)
+        fired = 0
+        expire = Deadlines._expire
+
+        def counted(self: Deadlines) -> None:
+            nonlocal fired
+            fired += 1
+            expire(self)
+
+        monkeypatch.setattr(Deadlines, "_expire", counted)
+        freeze_memory(url)
+        try:
+            with pytest.raises(BackboneUnavailable, match=r"timed out after 0\.3 s"):
+                await broadcast.publish("c", "never answered")
+        finally:
+            restore_memory(url)
+        assert 1 <= fired <= 2
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import anyio
 import asyncpg
 import pytest
 
-from opal_broadcast import Broadcast
+from opal_broadcast import BackboneUnavailable, Broadcast
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -139,3 +141,36 @@ async def test_a_lane_notifies_through_asyncpgs_protocol_or_falls_back_to_fetchv
     finally:
         await listener.close()
         await publisher.close()
+
+
+async def test_a_publish_the_server_refuses_fails_at_once_and_keeps_its_session(
+    pg_url, postgres_admin_url, channel
+):
+    """A publish refused by the server (here: no right to run pg_notify) raises a typed error
+    naming the refusal, at once; the session stays in service, so with a pool of one, publishing
+    works again as soon as the server allows it (it used to leak the lane and time out)."""
+    # Functions' rights are per database: the superuser, in the database the plugin uses.
+    database = urlsplit(pg_url).path
+    admin = await asyncpg.connect(urlsplit(postgres_admin_url)._replace(path=database).geturl())
+    revoke = "REVOKE EXECUTE ON FUNCTION pg_notify(text, text) FROM PUBLIC"
+    grant = "GRANT EXECUTE ON FUNCTION pg_notify(text, text) TO PUBLIC"
+    try:
+        async with Broadcast(pg_url, pool_size=1, publish_timeout=5) as broadcast:
+            async with broadcast.subscribe(channel) as subscriber:
+                await broadcast.publish(channel, "allowed")
+                await admin.execute(revoke)
+                try:
+                    for attempt in range(3):
+                        with anyio.fail_after(2), pytest.raises(BackboneUnavailable) as caught:
+                            await broadcast.publish(channel, f"refused {attempt}")
+                        assert "refused" in str(caught.value)
+                        assert "permission denied" in str(caught.value)
+                finally:
+                    await admin.execute(grant)
+                with anyio.fail_after(2):
+                    await broadcast.publish(channel, "allowed again")
+                    assert (await subscriber.get()).message == "allowed"
+                    assert (await subscriber.get()).message == "allowed again"
+    finally:
+        await admin.execute(grant)
+        await admin.close()

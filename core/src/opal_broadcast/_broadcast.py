@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from time import monotonic
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -183,7 +182,7 @@ class Broadcast:
         if deadlines is None or task is None or task in deadlines.inflight:
             return await hub.publish(channel, message, timeout)  # not connected, or nested
         # The hub's hot path, inlined (see Hub.fast_deadlines and the _deadline module).
-        deadlines.inflight[task] = expiry = monotonic() + timeout
+        deadlines.inflight[task] = expiry = deadlines.clock() + timeout
         if expiry < deadlines.next_expiry:
             deadlines.schedule(expiry)
         try:

@@ -133,6 +133,8 @@ class Publisher:
         self._queue: deque[_Item] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # Kept, not looked up: CPython 3.11 finds the running loop with a getpid() system call.
+        self._loop = asyncio.get_running_loop()
 
     async def publish(self, channel: str, message: str | bytes) -> None:
         """Send ``message`` (encoded first: typed errors before any I/O) in one transaction.
@@ -141,28 +143,27 @@ class Publisher:
         directly, and every Python call here costs about 1% of a loopback round trip.
         """
         payloads = self._encode(message)
-        if not self._queue:
-            idle = self._idle
-            if idle:  # a lane that closed has left the list (see _open_and_drain)
-                lane = idle.pop()
-                try:
-                    if len(payloads) == 1:
-                        await lane.notify(channel, payloads[0])
-                    else:
-                        await lane.send([channel] * len(payloads), payloads)
-                except BaseException as exc:
-                    error = self._failed(lane, exc)
-                    if not isinstance(exc, Exception):
-                        raise  # a cancellation (the core's deadline): the core reports it
-                    raise error from exc
-                if self._queue:
-                    self._spawn(self._drain(lane))
-                elif not self._closed:
-                    idle.append(lane)
-                return
+        # An idle lane, nothing queued: send now. (A lane whose session closed has left the idle
+        # list, through asyncpg's termination listener.)
+        if not self._queue and self._idle:
+            lane = self._idle.pop()
+            try:
+                if len(payloads) == 1:
+                    await lane.notify(channel, payloads[0])
+                else:
+                    await lane.send([channel] * len(payloads), payloads)
+            except BaseException as exc:
+                error = self._failed(lane, exc)
+                if lane in self._lanes:  # refused by the server, the session is fine
+                    self._release(lane)
+                if not isinstance(exc, Exception):
+                    raise  # a cancellation (the core's deadline): the core reports it
+                raise error from exc
+            self._release(lane)
+            return
         if self._closed:
             raise BackboneUnavailable(f"The connection to {self._config.url} is closed.")
-        item = _Item(channel, payloads, asyncio.get_running_loop().create_future())
+        item = _Item(channel, payloads, self._loop.create_future())
         self._queue.append(item)
         self._grow()
         try:
@@ -218,6 +219,8 @@ class Publisher:
                 single = await connection.prepare(SINGLE, name="opal_broadcast_notify")
                 lane = _Lane(connection, single)
                 connection.add_termination_listener(lambda _: self._forget(lane))
+                if connection.is_closed():  # too late for the listener to hear of it
+                    raise ConnectionError("the session closed as it opened")
             except BaseException:
                 connection.terminate()
                 raise
@@ -262,7 +265,7 @@ class Publisher:
     def _take(self) -> _Batch:
         """The queue's head, as much of it as one round trip carries (at least one message)."""
         queue = self._queue
-        batch = _Batch(asyncio.current_task())
+        batch = _Batch(asyncio.current_task(self._loop))
         seen: set[tuple[str, str]] = set()
         size = 0
         while queue:
@@ -286,6 +289,13 @@ class Publisher:
             size += item.size
         batch.waiting = len(batch.items)
         return batch
+
+    def _release(self, lane: _Lane) -> None:
+        """``lane`` is free again: it serves the queue, or waits in the idle list."""
+        if self._queue:
+            self._spawn(self._drain(lane))
+        elif not self._closed:
+            self._idle.append(lane)
 
     def _forget(self, lane: _Lane) -> None:
         """``lane``'s connection closed (asyncpg's termination listener): never use it again."""
@@ -322,6 +332,6 @@ class Publisher:
                 )
 
     def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coroutine)
+        task = self._loop.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
