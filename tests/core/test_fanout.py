@@ -77,3 +77,22 @@ async def test_a_cancelled_wait_loses_nothing_and_the_next_get_wakes(url):
                 await anyio.sleep(0.01)  # the reader is waiting now
                 await broadcast.publish("c", "woken")
         assert received == ["woken"]
+
+
+async def test_a_second_task_waiting_on_one_subscriber_is_refused(url):
+    """Two tasks reading one subscriber at once: the second is told so at once (it used to
+    take the first one's wake-up, leaving the first waiting for ever); the first still reads."""
+    async with Broadcast(url) as broadcast, broadcast.subscribe("c") as subscriber:
+        received: list[str] = []
+
+        async def read() -> None:
+            received.append(str((await subscriber.get()).message))
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(read)
+                await anyio.sleep(0.01)  # the first reader is waiting now
+                with pytest.raises(RuntimeError, match="Another task is already waiting"):
+                    await subscriber.get()
+                await broadcast.publish("c", "for the first")
+        assert received == ["for the first"]

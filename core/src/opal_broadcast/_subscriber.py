@@ -102,7 +102,7 @@ class Subscriber(Generic[_T]):
             return
         self._waiter = None
         if isinstance(waiter, asyncio.Future):
-            if not waiter.done():  # done: its get() was cancelled
+            if not waiter.done():  # done: its task was cancelled, and has not yet seen it
                 waiter.set_result(None)
         else:
             waiter.set()
@@ -139,12 +139,21 @@ class Subscriber(Generic[_T]):
                 raise NotConnectedError(
                     f"The subscription to {self.channel!r} ended: its Broadcast disconnected."
                 )
-            if self._loop is not None:
-                future = self._waiter = self._loop.create_future()
-                await future
-            else:
-                event = self._waiter = anyio.Event()
-                await event.wait()
+            if self._waiter is not None:
+                raise RuntimeError(
+                    f"Another task is already waiting on this subscriber of {self.channel!r}: "
+                    "one subscriber is read by one task (give each task its own subscribe())."
+                )
+            loop = self._loop
+            waiter = self._waiter = loop.create_future() if loop is not None else anyio.Event()
+            try:
+                if isinstance(waiter, asyncio.Future):
+                    await waiter
+                else:
+                    await waiter.wait()
+            finally:
+                if self._waiter is waiter:  # not woken: cancelled
+                    self._waiter = None
 
     def __aiter__(self) -> Subscriber[_T]:
         return self
