@@ -18,25 +18,8 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@contextmanager
-def uvicorn_app(
-    python: str | Path,
-    arguments: list[str],
-    env: Mapping[str, str],
-    log: Path,
-    *,
-    health_path: str = "",
-    workers: int = 0,
-    deadline: float = 90,
-) -> Iterator[int]:
-    """``python -m uvicorn ARGUMENTS`` on a free port; yields the port once it answers.
-
-    Ready means the port accepts connections, or ``health_path`` answers when given, and the log
-    says ``workers`` times that a worker's application started (one up is not all up: clients
-    sent meanwhile would all land on the early ones). Output goes to ``log`` (quoted in the error
-    if it never gets ready; info level is needed to count workers); the working directory is
-    ``log``'s.
-    """
+def uvicorn_command(python: str | Path, arguments: list[str]) -> Callable[[int], list[str]]:
+    """``python -m uvicorn ARGUMENTS`` on loopback, as a command for :func:`serve`."""
 
     def command(port: int) -> list[str]:
         return [
@@ -50,10 +33,7 @@ def uvicorn_app(
             str(port),
         ]
 
-    with serve(
-        command, env, log, health_path=health_path, workers=workers, deadline=deadline
-    ) as port:
-        yield port
+    return command
 
 
 @contextmanager
@@ -66,7 +46,14 @@ def serve(
     workers: int = 0,
     deadline: float = 90,
 ) -> Iterator[int]:
-    """Run ``command(port)`` for a free port; yield the port once it answers (see uvicorn_app)."""
+    """Run ``command(port)`` for a free port; yields the port once it answers.
+
+    Ready means the port accepts connections, or ``health_path`` answers when given, and the log
+    says ``workers`` times that a worker's application started (one up is not all up: clients
+    sent meanwhile would all land on the early ones). Output goes to ``log`` (quoted in the error
+    if it never gets ready; info level is needed to count workers); the working directory is
+    ``log``'s.
+    """
     port = free_port()
     with log.open("w") as output:
         process = subprocess.Popen(

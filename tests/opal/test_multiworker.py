@@ -21,7 +21,8 @@ import anyio
 import pytest
 import websockets
 
-from tests.opal._uvicorn import uvicorn_app
+from tests.opal._uvicorn import serve as serve_app
+from tests.opal._uvicorn import uvicorn_command
 
 pytestmark = [pytest.mark.anyio, pytest.mark.opal]
 
@@ -50,7 +51,7 @@ def serve(url: str, log: Path) -> Iterator[int]:
         "info",
         "--no-access-log",
     ]
-    with uvicorn_app(sys.executable, arguments, env, log, workers=WORKERS) as port:
+    with serve_app(uvicorn_command(sys.executable, arguments), env, log, workers=WORKERS) as port:
         yield port
 
 

@@ -28,7 +28,7 @@ import pytest
 
 from opal_broadcast import BackboneURL
 from tests._fresh_venv import ROOT, clean_env, fresh_venv
-from tests.opal._uvicorn import serve, uvicorn_app
+from tests.opal._uvicorn import serve, uvicorn_command
 
 pytestmark = pytest.mark.opal
 
@@ -74,10 +74,7 @@ def opal_server(
         "OPAL_LOG_COLORIZE": "false",
     }
     if engine == "uvicorn":
-        arguments = [app, "--workers", str(WORKERS)]
-        server = uvicorn_app(
-            python, arguments, env, log, health_path="/healthcheck", workers=WORKERS
-        )
+        command = uvicorn_command(python, [app, "--workers", str(WORKERS)])
     else:
 
         def command(port: int) -> list[str]:
@@ -86,8 +83,7 @@ def opal_server(
                 "-k", "uvicorn.workers.UvicornWorker", f"--workers={WORKERS}", app,
             ]  # fmt: skip
 
-        server = serve(command, env, log, health_path="/healthcheck", workers=WORKERS)
-    with server as port:
+    with serve(command, env, log, health_path="/healthcheck", workers=WORKERS) as port:
         yield port
 
 
