@@ -1,6 +1,12 @@
 """Shared test configuration: async backends, and the real backbone services' fixtures."""
 
+import sys
+from collections.abc import Generator
+
 import pytest
+
+if sys.version_info < (3, 11):  # pytest depends on the backport there
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found]
 
 pytest_plugins = ["tests.services.fixtures"]
 
@@ -9,3 +15,24 @@ pytest_plugins = ["tests.services.fixtures"]
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Core code is anyio code: run it on both asyncio and trio (plugins may narrow this)."""
     return str(request.param)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Name every exception of a failing group in the one-line summary (``-ra``): CI shows the
+    log's tail, where "multiple unraisable exception warnings (2 sub-exceptions)" says too little."""
+    report = yield
+    error = call.excinfo.value if call.excinfo is not None else None
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if isinstance(error, BaseExceptionGroup) and crash is not None:
+        crash.message += " [" + "; ".join(map(_first_line, error.exceptions)) + "]"
+    return report
+
+
+def _first_line(error: BaseException) -> str:
+    # An unraisable warning's own text names the __del__; its cause says what was raised there.
+    where, *_ = str(error).partition("\n")
+    cause = error.__cause__
+    return f"{where} {type(cause).__name__}: {cause}" if cause is not None else where

@@ -249,9 +249,11 @@ async def _round_trip() -> None:
     )
 
     bootstrap = f"{HOST}:{KAFKA_PORT}"
+    # Every client is stopped even when its start() failed (the broker is not ready yet: this is
+    # retried), else it is garbage collected unclosed, with a ResourceWarning in a later test.
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=15000)
-    await producer.start()
     try:
+        await producer.start()
         meta = await producer.send_and_wait(_READY_TOPIC, b"ping")
     finally:
         await producer.stop()
@@ -261,8 +263,8 @@ async def _round_trip() -> None:
         enable_auto_commit=False,
         request_timeout_ms=15000,
     )
-    await consumer.start()
     try:
+        await consumer.start()
         partition = TopicPartition(_READY_TOPIC, meta.partition)
         consumer.assign([partition])
         consumer.seek(partition, meta.offset)
