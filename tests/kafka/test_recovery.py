@@ -3,8 +3,11 @@ broker is back is lost, even what was published before this process had reconnec
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from types import ModuleType
@@ -155,3 +158,31 @@ async def test_a_frozen_broker_is_found_by_the_probe(
                 event = await subscriber.get()
             assert isinstance(event, Event)
             assert event.message == "thawed"
+
+
+def test_an_event_loop_ending_while_the_broker_is_frozen_leaves_no_socket_open(
+    kafka_url: str, channel: str, services: ModuleType, monkeypatch: pytest.MonkeyPatch
+):
+    """A publish times out against a frozen broker and stays queued, so closing leaves the
+    producer's stop waiting in the background; then ``asyncio.run`` ends and cancels it. Its
+    sockets are closed all the same: none is garbage collected open (a ResourceWarning)."""
+    [kafka] = [status for status in services.status() if status.name == "kafka"]
+    pid = kafka.pids[0]
+    leaked: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: leaked.append(repr(u.exc_value)))
+
+    async def publish_then_close_while_frozen() -> int:
+        async with Broadcast(kafka_url, **FAULTY) as broadcast:
+            await broadcast.publish(channel, "before")
+            os.kill(pid, signal.SIGSTOP)
+            with pytest.raises(BackboneUnavailable):
+                await broadcast.publish(channel, "queued while frozen")
+        return len(asyncio.all_tasks()) - 1  # what the close left running
+
+    try:
+        left_running = asyncio.run(publish_then_close_while_frozen())
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    gc.collect()
+    assert left_running, "the producer's stop was meant to outlive the close"
+    assert leaked == []
