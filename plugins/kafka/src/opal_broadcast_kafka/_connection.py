@@ -491,13 +491,13 @@ async def _stop_all(producer: Any, consumer: Any) -> None:
     task's outcome: aiokafka's ``stop()`` can end with a ``CancelledError`` of its own (from an
     inner task it cancelled), which must not pass for a cancellation of the caller.
     """
-    stops = {_keep(asyncio.ensure_future(stop)) for stop in (_stop(producer), consumer.stop())}
+    stops = {_keep(asyncio.ensure_future(stop)) for stop in (_stop_producer(producer), consumer.stop())}
     _, pending = await asyncio.wait(stops, timeout=_STOP_TIMEOUT)
     if pending:
         logger.debug("%d Kafka client(s) still closing in the background", len(pending))
 
 
-async def _stop(producer: Any) -> None:
+async def _stop_producer(producer: Any) -> None:
     """``producer.stop()``, which waits until the queued batches are sent or expire. If the event
     loop ends first (``asyncio.run`` cancels every task left), the sockets are closed at once:
     else they stay open until garbage collected, each with a ``ResourceWarning``."""
