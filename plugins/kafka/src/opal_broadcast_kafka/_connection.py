@@ -491,7 +491,9 @@ async def _stop_all(producer: Any, consumer: Any) -> None:
     task's outcome: aiokafka's ``stop()`` can end with a ``CancelledError`` of its own (from an
     inner task it cancelled), which must not pass for a cancellation of the caller.
     """
-    stops = {_keep(asyncio.ensure_future(stop)) for stop in (_stop_producer(producer), consumer.stop())}
+    stops = {
+        _keep(asyncio.ensure_future(stop)) for stop in (_stop_producer(producer), consumer.stop())
+    }
     _, pending = await asyncio.wait(stops, timeout=_STOP_TIMEOUT)
     if pending:
         logger.debug("%d Kafka client(s) still closing in the background", len(pending))
