@@ -61,13 +61,13 @@ class TcpProxy:
         self._delay = 0.0
         self._flowing = asyncio.Event()
         self._flowing.set()
-        self._server: asyncio.AbstractServer | None = None
-        self._opening: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: socket.socket | None = None
         self._links: set[_Link] = set()
         self._handlers: set[asyncio.Task[None]] = set()
-        #: Every accepted client connection until its handler closes it (or aclose() does: a
+        #: Every accepted socket until its handler is done with it (or aclose() closes it: a
         #: handler cancelled before it ever ran would otherwise leave it open).
-        self._accepted: set[asyncio.StreamWriter] = set()
+        self._accepted: set[socket.socket] = set()
         self._closed = False
 
     @classmethod
@@ -125,28 +125,23 @@ class TcpProxy:
 
     async def start(self) -> None:
         """Listen on an ephemeral port of 127.0.0.1."""
-        if self._server is not None or self._closed:
+        if self._loop is not None or self._closed:
             raise RuntimeError("a TcpProxy can be started only once")
-        self._server = await asyncio.start_server(self._accept, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._loop = asyncio.get_running_loop()
+        self._listen()
 
     async def aclose(self) -> None:
         """Stop listening and close every connection."""
         self._closed = True
-        if self._opening is not None:
-            await self._opening
-        if self._server is not None:
-            self._server.close()
+        self._stop_listening()
         self._reset_all(rst=False)
         handlers = list(self._handlers)
         for task in handlers:
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
-        for writer in self._accepted:
-            _abort(writer, rst=False)
+        for sock in self._accepted:
+            sock.close()
         self._accepted.clear()
-        if self._server is not None:
-            await self._server.wait_closed()
 
     def stall(self) -> None:
         """Forward nothing either way; connections stay open (and new ones are accepted)."""
@@ -190,26 +185,39 @@ class TcpProxy:
         With ``refuse_new`` the listening socket is closed too, so connection attempts are refused
         until :meth:`resume` (or :meth:`stall`/:meth:`delay`) listens again on the same port.
         """
-        if refuse_new and self._server is not None:
-            self._server.close()
-            self._server = None
+        if refuse_new and self._listener is not None:
+            self._stop_listening()
             self._mode = "refuse"
         return self._reset_all(rst=True)
 
     def _reopen(self) -> None:
         """Listen again on the same port after ``cut(refuse_new=True)``."""
-        if self._server is not None or self._opening is not None or self._closed:
-            return
+        if self._listener is None and not self._closed:
+            self._listen()
+
+    def _listen(self) -> None:
+        """Listen on ``self.port`` (0 at first: an ephemeral port) and accept from the loop.
+
+        Not ``asyncio.start_server``: closing its server while an accept is in flight drops the
+        accepted socket unclosed (Python 3.11's ``Server._attach`` asserts, and the error is
+        swallowed), which a later test then meets as a ResourceWarning.
+        """
+        assert self._loop is not None
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
-        sock.listen(100)  # connections queue from here on; the server accepts them shortly
+        sock.listen(100)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        self._loop.add_reader(sock.fileno(), self._accept, sock)
+        self._listener = sock
 
-        async def serve() -> None:
-            self._server = await asyncio.start_server(self._accept, sock=sock)
-            self._opening = None
-
-        self._opening = asyncio.get_running_loop().create_task(serve())
+    def _stop_listening(self) -> None:
+        """Close the listening socket: the kernel refuses new connections from now on."""
+        sock, self._listener = self._listener, None
+        if sock is not None and self._loop is not None:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
 
     def _reset_all(self, *, rst: bool) -> int:
         links = list(self._links)
@@ -221,23 +229,35 @@ class TcpProxy:
         self._links.clear()
         return len(links)
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Called by the server as each connection is accepted: track it, then serve it."""
-        self._accepted.add(writer)
-        task = asyncio.get_running_loop().create_task(self._handle(reader, writer))
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
+    def _accept(self, listener: socket.socket) -> None:
+        """Accept every pending connection; each socket is tracked from accept() on."""
+        assert self._loop is not None
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except ConnectionAbortedError:
+                continue
+            except (BlockingIOError, InterruptedError):
+                return
+            self._accepted.add(sock)
+            task = self._loop.create_task(self._handle(sock))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle(self, sock: socket.socket) -> None:
         try:
+            if self._mode == "refuse" or self._closed:  # accepted as the listener closed
+                _reset(sock)
+                return
+            reader, writer = await asyncio.open_connection(sock=sock)  # the stream owns it now
+            self._accepted.discard(sock)
             await self._serve(reader, writer)
         finally:
-            self._accepted.discard(writer)
+            if sock in self._accepted:
+                self._accepted.discard(sock)
+                sock.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._mode == "refuse" or self._closed:
-            _abort(writer, rst=True)
-            return
         try:
             up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
         except OSError:
@@ -315,6 +335,16 @@ def _abort(writer: asyncio.StreamWriter, *, rst: bool) -> None:
     if rst:
         sock = writer.get_extra_info("socket")
         if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            _linger_zero(sock)
     writer.transport.abort()
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close a socket no stream owns yet with a TCP reset."""
+    _linger_zero(sock)
+    sock.close()
+
+
+def _linger_zero(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
