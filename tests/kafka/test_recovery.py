@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import glob
 import os
 import signal
 import sys
@@ -45,6 +46,25 @@ async def wait_healthy(broadcast: Broadcast, timeout: float = 30.0) -> None:
     with anyio.fail_after(timeout):
         while not broadcast.health().ok:
             await anyio.sleep(0.05)
+
+
+def freeze(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until every thread of it has stopped: ``kill()`` returns first,
+    and a broker thread still running for a moment could answer one more request."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5.0
+    while not all(_stopped(stat) for stat in glob.glob(f"/proc/{pid}/task/*/stat")):
+        assert time.monotonic() < deadline, f"process {pid} did not stop"
+        time.sleep(0.001)
+
+
+def _stopped(stat_file: str) -> bool:
+    try:
+        with open(stat_file) as stat:
+            state = stat.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True  # the thread is gone
+    return state in ("T", "t")
 
 
 @pytest.mark.parametrize("kill", [False, True], ids=["SIGTERM", "SIGKILL"])
@@ -142,7 +162,7 @@ async def test_a_frozen_broker_is_found_by_the_probe(
     pid = kafka.pids[0]
     async with Broadcast(kafka_url, **FAULTY) as broadcast:
         async with broadcast.subscribe(channel, keep_going=True) as subscriber:
-            os.kill(pid, signal.SIGSTOP)
+            freeze(pid)
             try:
                 started = time.monotonic()
                 with anyio.fail_after(10):
@@ -174,7 +194,7 @@ def test_an_event_loop_ending_while_the_broker_is_frozen_leaves_no_socket_open(
     async def publish_then_close_while_frozen() -> int:
         async with Broadcast(kafka_url, **FAULTY) as broadcast:
             await broadcast.publish(channel, "before")
-            os.kill(pid, signal.SIGSTOP)
+            freeze(pid)
             with pytest.raises(BackboneUnavailable):
                 await broadcast.publish(channel, "queued while frozen")
         return len(asyncio.all_tasks()) - 1  # what the close left running
