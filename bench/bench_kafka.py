@@ -7,7 +7,7 @@ from a separate publisher process (this script with ``--publisher``), so the CPU
 the subscriber's own. Both sides use the same consumer settings (the plugin's: fetch_min_bytes=1,
 fetch_max_wait_ms=100) and the same acks (all), so the ratios show what opal-broadcast adds.
 
-    uv run python bench/bench_kafka.py [--rounds 5] [--messages 5000] [--url kafka://127.0.0.1:59092]
+    uv run python bench/bench_kafka.py [--rounds 5] [--messages 5000] [--url kafka://127.0.0.1:29092]
 
 Targets (from the issue): publish calls/s >= 0.95x raw; subscriber CPU per delivered message
 <= 1.10x raw; 10 subscribers in one process >= 2.5x the per-subscriber rate of 10 raw
@@ -411,7 +411,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--messages", type=int, default=5000)
-    parser.add_argument("--url", default="kafka://127.0.0.1:59092")
+    parser.add_argument("--url", default="kafka://127.0.0.1:29092")
     parser.add_argument("--only", default="1234567", help="the figures to measure, e.g. 23")
     arguments = parser.parse_args()
     asyncio.run(main(arguments.url, arguments.rounds, arguments.messages, arguments.only))

@@ -47,7 +47,7 @@ from typing import Any
 
 import asyncpg
 
-DEFAULT_URL = "postgresql://opal@127.0.0.1:55432/opal"
+DEFAULT_URL = "postgresql://opal@127.0.0.1:25432/opal"
 PAYLOAD = '{"op":"update","path":"/policies/rbac","id":"0123456789abcdef"}'
 NOTIFY = "SELECT pg_notify($1, $2)"
 FLOOD = "SELECT count(pg_notify($1, $2 || i)) FROM generate_series(1, $3::int) AS i"

@@ -6,7 +6,7 @@ drifts 2-3x within seconds); the subscriber comparisons alternate which side goe
 Messages for the subscriber figures come from a separate publisher process (this script with
 ``--publisher``), so the CPU measured here is the subscriber's own.
 
-    uv run python bench/bench_redis.py [--rounds 5] [--messages 5000] [--url redis://127.0.0.1:56379/0]
+    uv run python bench/bench_redis.py [--rounds 5] [--messages 5000] [--url redis://127.0.0.1:26379/0]
 
 Targets (from the issue): publish calls/s >= 0.95x raw; subscriber CPU per delivered message
 <= 1.10x raw; 10 subscribers in one process >= 2.5x the per-subscriber rate of 10 raw connections;
@@ -293,6 +293,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--messages", type=int, default=5000)
-    parser.add_argument("--url", default="redis://127.0.0.1:56379/0")
+    parser.add_argument("--url", default="redis://127.0.0.1:26379/0")
     arguments = parser.parse_args()
     asyncio.run(main(arguments.url, arguments.rounds, arguments.messages))

@@ -155,6 +155,6 @@ async def test_server_certificate_from_another_ca_is_refused(postgres_tls_url, t
 
 async def test_unreachable_server_fails_fast_and_typed(postgres_url):
     """Nothing listening on the port: BackboneUnavailable well within the connect timeout."""
-    url = postgres_url.replace(":55432/", ":1/")
+    url = postgres_url.replace(":25432/", ":1/")
     with anyio.fail_after(5), pytest.raises(BackboneUnavailable, match="Could not connect"):
         await Broadcast(url, connect_timeout=5).connect()

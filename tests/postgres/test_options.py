@@ -130,8 +130,8 @@ async def test_opal_style_url_with_libpq_options_works_end_to_end(postgres_url, 
 
 @pytest.mark.postgres
 async def test_multi_host_url_fails_over_to_the_host_that_answers(postgres_url, channel):
-    """postgres://u@dead:1,live:55432/db: the first host refuses, the second serves."""
-    url = postgres_url.replace("@127.0.0.1:55432/", "@127.0.0.1:1,127.0.0.1:55432/")
+    """postgres://u@dead:1,live:25432/db: the first host refuses, the second serves."""
+    url = postgres_url.replace("@127.0.0.1:25432/", "@127.0.0.1:1,127.0.0.1:25432/")
     assert "127.0.0.1:1," in url
     async with Broadcast(url) as broadcast, broadcast.subscribe(channel) as subscriber:
         await broadcast.publish(channel, "failover")
@@ -168,7 +168,7 @@ async def test_sessions_are_named_and_closed_on_disconnect(
 async def test_unix_socket_url_works(postgres_url, channel):  # postgres_url: the server runs
     """postgres://user@/db?host=<socket dir>: the asyncpg/libpq form for a local socket."""
     socket_dir = service_dir("postgres") / "run"
-    url = with_query("postgresql://opal@/opal", host=socket_dir, port=55432)
+    url = with_query("postgresql://opal@/opal", host=socket_dir, port=25432)
     async with Broadcast(url) as broadcast, broadcast.subscribe(channel) as subscriber:
         await broadcast.publish(channel, "local")
         with anyio.fail_after(10):

@@ -1,7 +1,7 @@
 """A single-node Apache Kafka 4.x (KRaft, combined broker+controller) from Maven Central jars.
 
 The jars come from ``_kafka_jars`` (Maven, cached). Listeners, all on 127.0.0.1: PLAINTEXT
-59092, CONTROLLER 59093 (not advertised), SASL_PLAINTEXT/PLAIN 59094 with user ``opal``. Internal topics use replication factor 1, or groups would get no coordinator.
+29092, CONTROLLER 29093 (not advertised), SASL_PLAINTEXT/PLAIN 29094 with user ``opal``. Internal topics use replication factor 1, or groups would get no coordinator.
 """
 
 from __future__ import annotations

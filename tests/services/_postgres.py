@@ -1,4 +1,4 @@
-"""One PostgreSQL cluster (Debian's package) on 127.0.0.1:55432 serving every test login.
+"""One PostgreSQL cluster (Debian's package) on 127.0.0.1:25432 serving every test login.
 
 A single cluster is cheaper than one per auth mode; ``pg_hba.conf`` decides per role:
 

@@ -3,10 +3,10 @@
 ========  =====  ==============================================================================
 instance  port   login
 ========  =====  ==============================================================================
-plain     56379  none
-auth      56380  ``requirepass`` for the default user, plus ACL user ``opal`` with its password;
-                 the same logins over TLS on 56382
-tls       56381  TLS only (``port 0``); server cert from the test CA; client certs optional
+plain     26379  none
+auth      26380  ``requirepass`` for the default user, plus ACL user ``opal`` with its password;
+                 the same logins over TLS on 26382
+tls       26381  TLS only (``port 0``); server cert from the test CA; client certs optional
 ========  =====  ==============================================================================
 
 With ``tls-auth-clients optional`` a client that only verifies the server connects, and one that

@@ -46,14 +46,17 @@ NAMES = ("postgres", "redis", "kafka")
 """The services, in start order (``down`` stops them in reverse)."""
 
 HOST = "127.0.0.1"
-PG_PORT = 55432
-REDIS_PORT = 56379
-REDIS_AUTH_PORT = 56380
-REDIS_TLS_PORT = 56381
-REDIS_AUTH_TLS_PORT = 56382
-KAFKA_PORT = 59092
-KAFKA_CONTROLLER_PORT = 59093
-KAFKA_SASL_PORT = 59094
+# Below Linux's ephemeral range (32768-60999): a client retrying a stopped server's port would
+# otherwise, now and then, be given that very port as its own and connect to itself, and the
+# restarted server could not bind it ("Address already in use").
+PG_PORT = 25432
+REDIS_PORT = 26379
+REDIS_AUTH_PORT = 26380
+REDIS_TLS_PORT = 26381
+REDIS_AUTH_TLS_PORT = 26382
+KAFKA_PORT = 29092
+KAFKA_CONTROLLER_PORT = 29093
+KAFKA_SASL_PORT = 29094
 
 # Test-only credentials, on loopback-only servers. Plain ASCII so URLs need no percent-encoding.
 PG_USER = "opal"  # trust login, owns database "opal"
@@ -62,7 +65,7 @@ PG_PASSWORD_USER = "opal_pw"  # must give PG_PASSWORD (scram-sha-256)
 PG_PASSWORD = "opal-pw-secret"
 PG_TLS_USER = "opal_tls"  # trust login, but only over TLS (hostssl); plain TCP is rejected
 PG_CERT_USER = "opal_cert"  # TLS + client certificate with CN=opal_cert (the test CA's client cert)
-REDIS_DEFAULT_PASSWORD = "opal-default-secret"  # requirepass of the "default" user on 56380
+REDIS_DEFAULT_PASSWORD = "opal-default-secret"  # requirepass of the "default" user on 26380
 REDIS_ACL_USER = "opal"
 REDIS_ACL_PASSWORD = "opal-acl-secret"
 KAFKA_SASL_USER = "opal"

@@ -98,43 +98,43 @@ def postgres_admin_url(require_service: Callable[[str], None]) -> str:
 
 @pytest.fixture(scope="session")
 def redis_url(require_service: Callable[[str], None]) -> str:
-    """Redis without auth (port 56379)."""
+    """Redis without auth (port 26379)."""
     return _url(require_service, "redis", "redis")
 
 
 @pytest.fixture(scope="session")
 def redis_password_url(require_service: Callable[[str], None]) -> str:
-    """Redis ``requirepass``: the default user's password only (port 56380)."""
+    """Redis ``requirepass``: the default user's password only (port 26380)."""
     return _url(require_service, "redis", "redis_password")
 
 
 @pytest.fixture(scope="session")
 def redis_acl_url(require_service: Callable[[str], None]) -> str:
-    """Redis ACL user ``opal`` with its password (port 56380)."""
+    """Redis ACL user ``opal`` with its password (port 26380)."""
     return _url(require_service, "redis", "redis_acl")
 
 
 @pytest.fixture(scope="session")
 def rediss_url(require_service: Callable[[str], None]) -> str:
-    """Redis over TLS only (port 56381), ``?ssl_ca_certs=<test CA>``; see also ``test_ca``."""
+    """Redis over TLS only (port 26381), ``?ssl_ca_certs=<test CA>``; see also ``test_ca``."""
     return _url(require_service, "redis", "rediss")
 
 
 @pytest.fixture(scope="session")
 def rediss_password_url(require_service: Callable[[str], None]) -> str:
-    """The default user's password over TLS (port 56382, the auth server), ``?ssl_ca_certs=``."""
+    """The default user's password over TLS (port 26382, the auth server), ``?ssl_ca_certs=``."""
     return _url(require_service, "redis", "rediss_password")
 
 
 @pytest.fixture(scope="session")
 def kafka_url(require_service: Callable[[str], None]) -> str:
-    """``kafka://127.0.0.1:59092`` (PLAINTEXT)."""
+    """``kafka://127.0.0.1:29092`` (PLAINTEXT)."""
     return _url(require_service, "kafka", "kafka")
 
 
 @pytest.fixture(scope="session")
 def kafka_sasl_url(require_service: Callable[[str], None]) -> str:
-    """SASL_PLAINTEXT/PLAIN listener 59094: ``kafka://opal:<password>@127.0.0.1:59094?...``."""
+    """SASL_PLAINTEXT/PLAIN listener 29094: ``kafka://opal:<password>@127.0.0.1:29094?...``."""
     return _url(require_service, "kafka", "kafka_sasl")
 
 
