@@ -8,7 +8,6 @@ import contextlib
 import gc
 import socket
 import ssl
-import sys
 import time
 import uuid
 from urllib.parse import urlsplit
@@ -407,12 +406,10 @@ def test_proxy_for_url_parsing():
 
 @pytest.mark.redis
 async def test_proxy_cut_as_connections_arrive_leaves_no_socket_open(
-    tcp_proxy, redis_url, monkeypatch
+    tcp_proxy, redis_url, unraisable
 ):
     """A connection accepted just as cut(refuse_new=True) closes the listener is reset, never
     dropped open (asyncio.Server drops it: a ResourceWarning, in whichever test runs then)."""
-    leaked: list[str] = []
-    monkeypatch.setattr(sys, "unraisablehook", lambda u: leaked.append(repr(u.exc_value)))
     async with tcp_proxy(redis_url) as proxy:
         for loop_steps in [0, 1, 2, 3] * 5:  # let the loop get as far as accepting, or not
             client = socket.socket()
@@ -426,4 +423,4 @@ async def test_proxy_cut_as_connections_arrive_leaves_no_socket_open(
         with anyio.fail_after(2):
             assert await _ping(proxy.host, proxy.port) == b"+PONG\r\n"
     gc.collect()
-    assert leaked == []
+    assert unraisable == []

@@ -8,7 +8,6 @@ import gc
 import glob
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from types import ModuleType
@@ -46,6 +45,11 @@ async def wait_healthy(broadcast: Broadcast, timeout: float = 30.0) -> None:
     with anyio.fail_after(timeout):
         while not broadcast.health().ok:
             await anyio.sleep(0.05)
+
+
+def broker_pid(services: ModuleType) -> int:
+    [kafka] = [status for status in services.status() if status.name == "kafka"]
+    return int(kafka.pids[0])
 
 
 def freeze(pid: int) -> None:
@@ -158,8 +162,7 @@ async def test_a_frozen_broker_is_found_by_the_probe(
 ):
     """SIGSTOP: sockets stay open and nothing is answered, which aiokafka never notices. The
     metadata probe's deadline reports the gap; after SIGCONT delivery resumes."""
-    [kafka] = [status for status in services.status() if status.name == "kafka"]
-    pid = kafka.pids[0]
+    pid = broker_pid(services)
     async with Broadcast(kafka_url, **FAULTY) as broadcast:
         async with broadcast.subscribe(channel, keep_going=True) as subscriber:
             freeze(pid)
@@ -181,15 +184,12 @@ async def test_a_frozen_broker_is_found_by_the_probe(
 
 
 def test_an_event_loop_ending_while_the_broker_is_frozen_leaves_no_socket_open(
-    kafka_url: str, channel: str, services: ModuleType, monkeypatch: pytest.MonkeyPatch
+    kafka_url: str, channel: str, services: ModuleType, unraisable: list[str]
 ):
     """A publish times out against a frozen broker and stays queued, so closing leaves the
     producer's stop waiting in the background; then ``asyncio.run`` ends and cancels it. Its
     sockets are closed all the same: none is garbage collected open (a ResourceWarning)."""
-    [kafka] = [status for status in services.status() if status.name == "kafka"]
-    pid = kafka.pids[0]
-    leaked: list[str] = []
-    monkeypatch.setattr(sys, "unraisablehook", lambda u: leaked.append(repr(u.exc_value)))
+    pid = broker_pid(services)
 
     async def publish_then_close_while_frozen() -> int:
         async with Broadcast(kafka_url, **FAULTY) as broadcast:
@@ -205,4 +205,4 @@ def test_an_event_loop_ending_while_the_broker_is_frozen_leaves_no_socket_open(
         os.kill(pid, signal.SIGCONT)
     gc.collect()
     assert left_running, "the producer's stop was meant to outlive the close"
-    assert leaked == []
+    assert unraisable == []

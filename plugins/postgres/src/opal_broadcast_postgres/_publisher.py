@@ -48,6 +48,8 @@ class _Lane:
 
     def __init__(self, connection: Any, single: Any) -> None:
         self.connection = connection
+        #: Held for its lifetime even where ``notify`` bypasses it: asyncpg closes a prepared
+        #: statement once its ``PreparedStatement`` is garbage collected.
         self.single = single
         #: ``notify(channel, payload)``: one notification, one round trip.
         self.notify = notify_function(connection, single)
