@@ -49,7 +49,7 @@ async def routing(messages: int) -> tuple[float, float]:
     async with Broadcast("memory://bench-routing") as broadcast:
         hub = broadcast._hub
         assert hub is not None
-        hooks, connection = hub._hooks, hub.connection
+        hooks, connection = hub.hooks, hub.connection
         started = time.perf_counter()
         for _ in range(messages):
             await hooks.opal_broadcast_publish(connection=connection, channel="c", message="x")

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from opal_broadcast import BackboneUnavailable, Broadcast, Gap, SubscriptionGap
-from opal_broadcast._deadline import Deadlines
+from opal_broadcast._publish import Deadlines
 from opal_broadcast.testing import freeze_memory, restore_memory, simulate_memory_loss
 
 pytestmark = pytest.mark.anyio
@@ -165,7 +165,7 @@ async def test_publish_deadlines_run_on_the_event_loops_clock(url, anyio_backend
     """The deadline timer and the expiries it checks read one clock, the loop's (uvloop's is
     cached to the millisecond: mixed with time.monotonic() the timer fired early and spun)."""
     async with Broadcast(url, publish_timeout=0.3, probe_interval=60) as broadcast:
-        deadlines = broadcast._hub._deadlines
+        deadlines = broadcast._hub.publisher.deadlines
         loop = asyncio.get_running_loop()
         assert deadlines.clock() == pytest.approx(loop.time(), abs=0.002)
         fired = 0
@@ -202,7 +202,7 @@ def test_backoff_stays_capped_however_long_the_outage_lasts():
     2.0 ** 1024 overflows a float: uncapped, the supervisor would die there and leave the
     subscribers deaf for good.
     """
-    from opal_broadcast._hub import Settings
+    from opal_broadcast._tuning import Timings
 
-    settings = Settings(connect_timeout=1, probe_interval=1, probe_timeout=1, reconnect_max_delay=5)
+    settings = Timings(connect_timeout=1, probe_interval=1, probe_timeout=1, reconnect_max_delay=5)
     assert all(2.5 <= settings.backoff(attempt) <= 5 for attempt in (1023, 1024, 10_000))

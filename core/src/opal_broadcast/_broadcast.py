@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
 
-from ._errors import ConfigurationError, InvalidChannel, InvalidMessage, NotConnectedError
+from . import _publish
+from ._errors import ConfigurationError, NotConnectedError
 from ._events import Event, Gap, Health
-from ._hub import GapCallback, Hub, Settings, open_hub
+from ._gaps import GapCallback
+from ._hub import Hub, open_hub
+from ._publish import check_channel_name
 from ._registry import Backbone, default_registry
 from ._subscriber import Subscriber
 from ._system_task import current_loop
-from ._tuning import tuning
+from ._tuning import GapPolicy, Timings, tuning
 from ._url import BackboneURL
 
 __all__ = ["Broadcast", "Subscription"]
@@ -40,14 +42,17 @@ class Broadcast:
 
     ``backend``: a plugin object, or the name/distribution of an installed plugin, to use instead
     of looking the scheme up. ``on_gap``: called with a :class:`Gap` whenever the connection is lost
-    (messages may have been missed). ``share_connection=False`` gives this instance a connection of
+    (messages may have been missed). ``gap_policy``: what this instance's subscribers do at a gap,
+    ``"end"`` (default: the iteration ends with :class:`SubscriptionGap`; subscribe again and
+    resync) or ``"continue"`` (the iteration carries on; the gap is logged at WARNING, counted in
+    ``health()`` and told to ``on_gap``), for consumers that never subscribe again. ``share_connection=False`` gives this instance a connection of
     its own (tests, benchmarks). Other keyword ``options`` go to the backbone's plugin, which
     refuses unknown ones.
 
     Timings, in seconds: ``connect_timeout`` (10), ``publish_timeout`` (5), ``probe_interval`` (5)
     and ``probe_timeout`` (5) for the liveness probe, ``reconnect_max_delay`` (5), the cap of the
     reconnection backoff; ``max_queue`` (10,000), the default bound of each subscriber's queue.
-    Each but ``connect_timeout`` can also be given in the URL's query
+    Each but ``connect_timeout`` (and ``gap_policy`` too) can also be given in the URL's query
     (``redis://cache/0?publish_timeout=2``), which is how ``OPAL_BROADCAST_URI`` sets them; a
     keyword argument wins over the query.
     """
@@ -58,6 +63,7 @@ class Broadcast:
         *,
         backend: object | str | None = None,
         on_gap: GapCallback | None = None,
+        gap_policy: GapPolicy | None = None,
         connect_timeout: float | None = None,
         publish_timeout: float | None = None,
         probe_interval: float | None = None,
@@ -67,7 +73,7 @@ class Broadcast:
         share_connection: bool = True,
         **options: Any,
     ) -> None:
-        self._url, settings = tuning(
+        self._url, settings, self._gap_policy = tuning(
             BackboneURL.parse(url),
             {
                 "connect_timeout": connect_timeout,
@@ -77,6 +83,7 @@ class Broadcast:
                 "reconnect_max_delay": reconnect_max_delay,
                 "max_queue": max_queue,
             },
+            gap_policy,
         )
         self._backend = backend
         self._on_gap = on_gap
@@ -133,7 +140,7 @@ class Broadcast:
         key = (current_loop(), backbone.name, *self._sharing_key)
         self._hub = await open_hub(
             key,
-            lambda: Hub(key, self._url, backbone, self._options, _settings(*self._sharing_key[1])),
+            lambda: Hub(key, self._url, backbone, self._options, Timings(*self._sharing_key[1])),
             self._on_gap,
         )
 
@@ -161,42 +168,7 @@ class Broadcast:
 
     # -- messages --------------------------------------------------------------------------
 
-    async def publish(self, channel: str, message: str | bytes) -> None:
-        """Send ``message`` to every subscriber of ``channel`` in every process.
-
-        Raises :class:`InvalidChannel`/:class:`InvalidMessage` before any I/O, and
-        :class:`BackboneUnavailable` within ``publish_timeout`` when the backbone is unreachable.
-        """
-        hub = self._hub or self._require_hub()
-        if type(channel) is not str or channel not in hub.checked_channels:
-            _check_channel(channel)
-            hub.check_channel(channel)
-        if not isinstance(message, (str, bytes)):
-            raise InvalidMessage(
-                f"A message must be str or bytes, not {type(message).__name__}: "
-                "serialise it first (for example json.dumps)."
-            )
-        timeout = self._publish_timeout
-        deadlines = hub.fast_deadlines
-        task = asyncio.current_task(deadlines.loop) if deadlines is not None else None
-        if deadlines is None or task is None or task in deadlines.inflight:
-            return await hub.publish(channel, message, timeout)  # not connected, or nested
-        # The hub's hot path, inlined (see Hub.fast_deadlines and the _deadline module).
-        deadlines.inflight[task] = expiry = deadlines.clock() + timeout
-        if expiry < deadlines.next_expiry:
-            deadlines.schedule(expiry)
-        try:
-            await hub.send(hub.connection, channel, message)
-        except asyncio.CancelledError:
-            if deadlines.timed_out(task):
-                raise hub.timed_out(timeout) from None
-            raise
-        except Exception as exc:
-            hub.publish_failed(exc, timeout)
-        finally:
-            del deadlines.inflight[task]
-            if deadlines.expired:
-                deadlines.expired.discard(task)
+    publish = _publish.publish  # the publish path lives in one place: see _publish
 
     @overload
     def subscribe(
@@ -218,7 +190,7 @@ class Broadcast:
         the iteration raises :class:`SubscriptionGap`; subscribe again to resume. With
         ``keep_going=True`` it yields :class:`Gap` markers instead and carries on.
         """
-        _check_channel(channel)
+        check_channel_name(channel)
         return Subscription(self, channel, keep_going, max_queue or self._max_queue)
 
     # -- internals -------------------------------------------------------------------------
@@ -266,10 +238,11 @@ class Subscription(Generic[_T]):
             self._channel,
             max_queue=self._max_queue,
             keep_going=self._keep_going,
-            detach=hub.detach,
+            detach=hub.subscriptions.detach,
             loop=hub.loop,
+            continues=self._broadcast._gap_policy == "continue",
         )
-        await hub.add(subscriber, hub.settings.connect_timeout)
+        await hub.subscriptions.add(subscriber, hub.timings.connect_timeout)
         self._broadcast._subscribers.add(subscriber)
         self._subscriber, self._hub = subscriber, hub
         return subscriber
@@ -284,26 +257,7 @@ class Subscription(Generic[_T]):
         if subscriber is None or hub is None:
             return
         self._broadcast._subscribers.discard(subscriber)
-        await hub.remove(subscriber)
-
-
-def _check_channel(channel: object) -> None:
-    if not isinstance(channel, str):
-        raise InvalidChannel(f"A channel name must be a str, not {type(channel).__name__}.")
-    if not channel:
-        raise InvalidChannel("A channel name must not be empty.")
-
-
-def _settings(
-    connect_timeout: float, probe_interval: float, probe_timeout: float, reconnect_max_delay: float
-) -> Settings:
-    # Built only when this instance opens a new hub: joining a shared one needs none.
-    return Settings(
-        connect_timeout=connect_timeout,
-        probe_interval=probe_interval,
-        probe_timeout=probe_timeout,
-        reconnect_max_delay=reconnect_max_delay,
-    )
+        await hub.subscriptions.remove(subscriber)
 
 
 def _freeze(options: dict[str, Any]) -> tuple[tuple[str, str], ...]:

@@ -8,7 +8,7 @@ from typing import Literal
 
 __all__ = ["Event", "Gap", "Health", "State"]
 
-State = Literal["connecting", "connected", "reconnecting", "closed"]
+State = Literal["connecting", "connected", "reconnecting", "restoring", "closed", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +46,11 @@ class Gap:
 class Health:
     """A snapshot of a backbone connection, as seen by one process.
 
-    ``state`` is ``connected`` when messages flow, ``reconnecting`` after a loss until the core has
-    reconnected and restored every subscription. ``gaps`` counts gaps since the connection opened.
+    ``state`` is ``connected`` when messages flow; ``reconnecting`` after a loss until the core has
+    a new connection; ``restoring`` while it subscribes the channels again on it (publishing and new
+    subscriptions already work); ``failed`` if the core's supervision of the connection died (every
+    subscription has ended: disconnect and connect again); ``closed`` after the last disconnect.
+    ``gaps`` counts gaps since the connection opened.
     """
 
     url: str

@@ -4,11 +4,17 @@ Overflow policy: when the queue is full, new messages for this subscriber are dr
 counted (the others are unaffected). A default subscriber then ends with
 :class:`SubscriberOverflow` naming the count once it has read what was queued. A subscriber that
 opted in to keep going receives a :class:`Gap` marker with the count instead, then new messages.
+
+At any gap (overflow, or the backbone's): a default subscriber ends after what it has queued; a
+``keep_going`` one gets a :class:`Gap` marker in-band; one whose ``Broadcast`` has
+``gap_policy="continue"`` carries on without a marker (the hub logs and counts backbone gaps; an
+overflow is logged here, as one line with its count).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar, cast
@@ -19,6 +25,8 @@ from ._errors import NotConnectedError, SubscriberOverflow, SubscriptionGap
 from ._events import Event, Gap
 
 __all__ = ["Subscriber"]
+
+logger = logging.getLogger("opal_broadcast")
 
 _T = TypeVar("_T", Event, "Event | Gap")
 
@@ -40,6 +48,7 @@ class Subscriber(Generic[_T]):
         "_missed",
         "_waiter",
         "channel",
+        "continues",
         "gap",
         "keep_going",
         "max_queue",
@@ -53,10 +62,13 @@ class Subscriber(Generic[_T]):
         keep_going: bool,
         detach: Callable[[Subscriber[_T]], None],
         loop: asyncio.AbstractEventLoop | None = None,
+        continues: bool = False,
     ) -> None:
         self.channel = channel
         self.max_queue = max_queue
         self.keep_going = keep_going
+        #: Carry on across gaps without a marker (``gap_policy="continue"``).
+        self.continues = continues and not keep_going
         #: The gap that ended this subscription (default mode), or ``None``.
         self.gap: Gap | None = None
         self._items: deque[Event | Gap] | None = None  # made on first use: idle costs little
@@ -83,6 +95,8 @@ class Subscriber(Generic[_T]):
 
     def offer_gap(self, gap: Gap) -> None:
         """Queue a gap marker (always accepted: a gap must never be dropped)."""
+        if self.continues:
+            return  # the hub has logged and counted it
         if not self.keep_going:
             self._detach(self)
         if self._items is None:
@@ -130,6 +144,15 @@ class Subscriber(Generic[_T]):
                     f"this subscriber fell behind: its queue of {self.max_queue} was full",
                     missed,
                 )
+                if self.continues:
+                    logger.warning(
+                        "a subscriber of %r fell behind: %d message(s) dropped (%s); "
+                        "it continues (gap_policy=continue)",
+                        self.channel,
+                        missed,
+                        gap.reason,
+                    )
+                    continue
                 if not self.keep_going:
                     self._detach(self)
                     self.gap = gap

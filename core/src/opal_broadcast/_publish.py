@@ -1,0 +1,204 @@
+"""The publish path, in one place: ``Broadcast.publish``, its deadlines, the plugin's hook.
+
+A publish is checked (channel name, message type) before any I/O, then sent through the plugin's
+publish hook called directly (:func:`direct_publish`), bounded by ``publish_timeout``. While the
+hub is down it waits for the connection, within the same deadline, after letting the plugin
+refuse the message at once (``check_message``). Errors come out typed and masked.
+
+On asyncio, with Python >= 3.11, the deadline is not a cancel scope: an anyio cancel scope costs
+about as much as a loopback publish round trip's whole framework budget (~11 us per
+``fail_after`` on the CI machine), and on that path every Python call shows (each is ~1% of a
+loopback round trip). One timer per hub (:class:`Deadlines`) watches every in-flight publish,
+whatever its timeout, and :func:`publish` does the bookkeeping inline. The timer cancels expired
+tasks with a marker, and :meth:`Deadlines.timed_out` takes that cancellation back (``uncancel``,
+as ``asyncio.timeout`` does). Elsewhere :attr:`Publisher.fast` is None and the slow path uses
+anyio's ``fail_after``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import anyio
+
+from ._errors import BackboneUnavailable, InvalidChannel, InvalidMessage
+
+if TYPE_CHECKING:
+    from ._broadcast import Broadcast
+    from ._hub import Hub
+
+__all__ = ["Deadlines", "Publisher", "check_channel_name", "direct_publish", "publish"]
+
+
+async def publish(self: Broadcast, channel: str, message: str | bytes) -> None:
+    """Send ``message`` to every subscriber of ``channel`` in every process.
+
+    Raises :class:`InvalidChannel`/:class:`InvalidMessage` before any I/O, and
+    :class:`BackboneUnavailable` within ``publish_timeout`` when the backbone is unreachable.
+    """
+    hub = self._hub or self._require_hub()
+    if type(channel) is not str or channel not in hub.checked_channels:
+        check_channel_name(channel)
+        hub.check_channel(channel)
+    if not isinstance(message, (str, bytes)):
+        raise InvalidMessage(
+            f"A message must be str or bytes, not {type(message).__name__}: "
+            "serialise it first (for example json.dumps)."
+        )
+    timeout = self._publish_timeout
+    publisher = hub.publisher
+    deadlines = publisher.fast
+    task = asyncio.current_task(deadlines.loop) if deadlines is not None else None
+    if deadlines is None or task is None or task in deadlines.inflight:
+        return await publisher.publish(channel, message, timeout)  # not up, or nested
+    # The hot path, inlined: see the module docstring.
+    deadlines.inflight[task] = expiry = deadlines.clock() + timeout
+    if expiry < deadlines.next_expiry:
+        deadlines.schedule(expiry)
+    try:
+        await publisher.send(hub.connection, channel, message)
+    except asyncio.CancelledError:
+        if deadlines.timed_out(task):
+            raise publisher.timed_out(timeout) from None
+        raise
+    except Exception as exc:
+        publisher.failed(exc, timeout)
+    finally:
+        del deadlines.inflight[task]
+        if deadlines.expired:
+            deadlines.expired.discard(task)
+
+
+def check_channel_name(channel: object) -> None:
+    """Refuse what can be no channel's name, on any backbone."""
+    if not isinstance(channel, str):
+        raise InvalidChannel(f"A channel name must be a str, not {type(channel).__name__}.")
+    if not channel:
+        raise InvalidChannel("A channel name must not be empty.")
+
+
+class Publisher:
+    """One hub's publish path: the plugin's hook, the deadlines, the slow path and its errors."""
+
+    __slots__ = ("deadlines", "fast", "hub", "send")
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        #: The plugin's publish hook, called directly (see :func:`direct_publish`).
+        self.send = direct_publish(hub.hooks)
+        self.deadlines = Deadlines(hub.loop)
+        #: The deadlines of :func:`publish`'s hot path: set while the hub is up on asyncio
+        #: (Python >= 3.11); None sends every publish through :meth:`publish`.
+        self.fast: Deadlines | None = None
+
+    def set_up(self, up: bool) -> None:
+        """The hub is up (or not): open (or close) the hot path."""
+        self.fast = self.deadlines if up and self.deadlines.native else None
+
+    async def publish(self, channel: str, message: str | bytes, timeout: float) -> None:
+        """Send within ``timeout`` seconds (waiting for the backbone if need be) or raise typed."""
+        hub = self.hub
+        try:
+            with anyio.fail_after(timeout):
+                if not hub.is_up:
+                    # Let the plugin refuse the message now, not after waiting for the backbone.
+                    hub.hooks.opal_broadcast_check_message(
+                        url=hub.url, options=hub.options, channel=channel, message=message
+                    )
+                    await hub.wait_up()
+                await self.send(hub.connection, channel, message)
+        except Exception as exc:
+            self.failed(exc, timeout)
+
+    def failed(self, exc: Exception, timeout: float) -> NoReturn:
+        """Raise the typed error for a publish that raised ``exc`` (a timeout: ``TimeoutError``)."""
+        if isinstance(exc, TimeoutError):
+            raise self.timed_out(timeout) from None
+        self.hub.reraise(exc, "publishing to")
+
+    def timed_out(self, timeout: float) -> BackboneUnavailable:
+        """The error for a publish that took more than ``timeout`` seconds."""
+        return BackboneUnavailable(
+            self.hub.unavailable(f"publishing timed out after {timeout:g} s")
+        )
+
+
+def direct_publish(hooks: Any) -> Callable[[Any, str, str | bytes], Awaitable[None]]:
+    """The publish hook as a plain call: the hot path skips pluggy's dispatch.
+
+    Every plugin has a plugin manager of its own, so routing happened once, when the scheme was
+    resolved; what pluggy would add per message is its generic multi-call loop (about 2 us, 40%
+    of the core's share of a publish). Wrappers, or an implementation taking fewer arguments,
+    keep the pluggy call.
+    """
+    caller = hooks.opal_broadcast_publish
+    (impl, *others) = caller.get_hookimpls()
+    plain = not others and not (impl.hookwrapper or impl.wrapper)
+    if plain and tuple(impl.argnames) == ("connection", "channel", "message"):
+        return impl.function  # type: ignore[no-any-return]
+
+    def call(connection: Any, channel: str, message: str | bytes) -> Awaitable[None]:
+        return caller(connection=connection, channel=channel, message=message)  # type: ignore[no-any-return]
+
+    return call
+
+
+_EXPIRED = "opal_broadcast: deadline expired"
+
+
+class Deadlines:
+    """Bounds publishes in time; one instance per hub (see the module docstring)."""
+
+    __slots__ = ("_timer", "clock", "expired", "inflight", "loop", "native", "next_expiry")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """``loop``: the hub's asyncio event loop; None on another async library."""
+        self.native = loop is not None and sys.version_info >= (3, 11)
+        #: The event loop. Passing it to ``current_task`` matters: without it, CPython 3.11 finds
+        #: the running loop with a ``getpid()`` system call (a fork check), which cost about 5% of
+        #: a loopback publish round trip.
+        self.loop = loop
+        #: The loop's clock: ``loop.time``, or ``time.monotonic`` itself where that is all it
+        #: does (asyncio's own loops), saving a Python call per publish.
+        self.clock: Callable[[], float] = time.monotonic
+        if loop is not None and type(loop).time is not asyncio.BaseEventLoop.time:
+            self.clock = loop.time  # uvloop's cached clock, a test loop's virtual one
+        #: The expiry (``clock()``) of each task's publish.
+        self.inflight: dict[asyncio.Task[Any], float] = {}
+        #: Tasks the timer cancelled and that have not yet seen it.
+        self.expired: set[asyncio.Task[Any]] = set()
+        #: When the timer fires (``clock()``); infinity when it is not set.
+        self.next_expiry = math.inf
+        self._timer: asyncio.TimerHandle | None = None
+
+    def schedule(self, expiry: float) -> None:
+        """Fire the timer at ``expiry`` (``clock()``) instead of later."""
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self.loop is not None, "native deadlines only"
+        self._timer = self.loop.call_at(expiry, self._expire)
+        self.next_expiry = expiry
+
+    def timed_out(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the cancellation ``task`` received is its deadline's, and nobody else's."""
+        return task in self.expired and task.uncancel() == 0  # type: ignore[attr-defined,unused-ignore]
+
+    def _expire(self) -> None:
+        self._timer = None
+        self.next_expiry = math.inf
+        now = self.clock()
+        following = math.inf
+        for task, expiry in self.inflight.items():
+            if expiry <= now:
+                if task not in self.expired:
+                    self.expired.add(task)
+                    task.cancel(_EXPIRED)
+            elif expiry < following:
+                following = expiry
+        if following < math.inf:
+            self.schedule(following)
