@@ -11,7 +11,11 @@ restart every worker must hear again, and on Postgres and Redis every worker mus
 which OPAL answers with a resync of its clients (on OPAL's stock broadcaster no worker hears of a
 Redis restart: the second negative control). Across a one-second restart of Redis or Postgres
 between two batches of updates, under two servers of three workers each, every update of the
-second batch reaches every client that was connected when it was posted, on every worker.
+second batch reaches every client that was connected when it was posted, on every worker: with
+OPAL's reconnecting broadcaster, and with fastapi_websocket_pubsub's plain EventBroadcaster
+(``OPAL_BROADCAST_RECONNECT_ENABLED=false``), whose one reader never subscribes again, so the
+integration gives it ``gap_policy=continue``; with ``gap_policy=end`` in the URL its workers stay
+deaf (the third negative control).
 """
 
 from __future__ import annotations
@@ -45,9 +49,15 @@ BATCH = [100] * 9 + [20_000] + [100] * 10
 GAP_REPORT = re.compile(
     r"^\S+ \| (\d+) \|.*Broadcaster listener error \(attempt 1\): SubscriptionGap", re.M
 )
+#: The core's WARNING (through OPAL's log, with the worker's pid) when a worker loses the backbone.
+LOSS_REPORT = re.compile(r"^\S+ \| (\d+) \|.*\|WARNING \| lost the connection to ", re.M)
 #: What OPAL's reconnecting broadcaster logs whenever a subscriber ends, for whatever reason.
 STOCK_GAP_REPORT = re.compile(r"Broadcast subscriber ended|Broadcaster listener error")
 CLIENT = Path(__file__).with_name("opal_client.py")
+GAP_POLICY_CHECK = Path(__file__).with_name("gap_policy_check.py")
+#: OPAL's setting (opal_server/config.py) that swaps its reconnecting broadcaster for
+#: fastapi_websocket_pubsub's plain EventBroadcaster.
+PLAIN = {"OPAL_BROADCAST_RECONNECT_ENABLED": "false"}
 
 
 @pytest.fixture(scope="session")
@@ -400,3 +410,60 @@ def test_every_update_after_a_backbone_restart_reaches_every_opal_client(
         reported = set(map(int, GAP_REPORT.findall(log)))
         workers = {record["worker"] for record in report["clients"] if record["server"] == port}
         assert reported == workers, f"server {index}: gap reported by {reported} of {workers}"
+
+
+@pytest.mark.parametrize("backbone", ["redis", "postgres"])
+def test_opals_plain_broadcaster_hears_again_after_a_backbone_restart(
+    opal_python, backbone, services, tmp_path, request
+):
+    """OPAL with its reconnecting broadcaster off: the plain EventBroadcaster's reader carries
+    on across a 1 s restart (gap_policy=continue), every worker logs the loss at WARNING,
+    no client is disconnected, and 100% of the second batch reaches every client."""
+    url = str(request.getfixturevalue(f"{backbone}_url"))
+    ports, report = restart_between_batches(opal_python, url, backbone, services, tmp_path, PLAIN)
+    assert report["settled_after"] is not None, f"a worker stayed deaf: {batch_summary(report)}"
+    for batch in ("before", "after"):
+        assert_every_update_reached_every_worker(report, batch)
+    assert all(record["connects"] == 1 for record in report["clients"]), batch_summary(report)
+    for index, port in enumerate(ports):
+        log = (tmp_path / f"opal-{index}.log").read_text()
+        reported = set(map(int, LOSS_REPORT.findall(log)))
+        workers = {record["worker"] for record in report["clients"] if record["server"] == port}
+        assert reported == workers, f"server {index}: loss logged by {reported} of {workers}"
+
+
+def test_opals_plain_broadcaster_stays_deaf_with_gap_policy_end(
+    opal_python, redis_url, services, tmp_path
+):
+    """Negative control: a gap_policy in the URL wins over the integration's choice, and with
+    ``end`` each plain EventBroadcaster's reader ends at the restart for good: no worker hears
+    through the backbone again, and every worker misses updates of the second batch."""
+    url = f"{redis_url}?gap_policy=end"
+    _, report = restart_between_batches(
+        opal_python, url, "redis", services, tmp_path, PLAIN, hear_deadline=20
+    )
+    assert report["heard_again_after"] is None, batch_summary(report)
+    tally = deliveries(report, "after")
+    assert len(tally) == 2 * BATCH_WORKERS, batch_summary(report)
+    assert all(counts["missed"] for counts in tally.values()), batch_summary(report)
+
+
+@pytest.mark.parametrize(
+    ("env", "query", "outcome"),
+    [
+        ({}, "", "ends"),  # OPAL's default: its reconnecting broadcaster subscribes again
+        (PLAIN, "", "continues"),
+        (PLAIN, "?gap_policy=end", "ends"),
+        ({"OPAL_BROADCAST_RECONNECT_ENABLED": "true"}, "?gap_policy=continue", "continues"),
+    ],
+)
+def test_install_picks_the_gap_policy_from_opals_setting(opal_python, env, query, outcome):
+    """install() gives OPAL's plain broadcaster gap_policy=continue and its reconnecting one
+    the default, end; a gap_policy in the URL wins (memory://, no server)."""
+    url = f"memory://gap-policy-check{query}"
+    result = subprocess.run(
+        [str(opal_python), str(GAP_POLICY_CHECK), url],
+        capture_output=True, text=True, timeout=60, check=False, env={**clean_env(), **env},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == outcome, result.stdout + result.stderr

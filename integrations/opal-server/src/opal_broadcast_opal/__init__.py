@@ -9,21 +9,57 @@ which builds ``broadcaster.Broadcast`` objects and offers OPAL no option to chan
     OPAL_BROADCAST_URI=postgres://... uvicorn opal_broadcast_opal.asgi:app --workers 4
 
 ``OPAL_BROADCAST_URI`` keeps its meaning and its values.
+
+The gap policy follows the reader OPAL runs. OPAL's reconnecting broadcaster
+(``OPAL_BROADCAST_RECONNECT_ENABLED``, on by default in opal-server 0.9.9) subscribes again after
+a gap and resyncs its clients, so it gets the default, ``end``. fastapi_websocket_pubsub's plain
+``EventBroadcaster`` (that setting off, older OPAL releases, other services) keeps one reader
+that never subscribes again: an iteration that ended at a gap would leave the worker deaf for
+good, so it gets ``continue``. A ``gap_policy`` in the URL wins over both.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+import opal_broadcast
 
 __all__ = ["install"]
 
 
 def install() -> None:
-    """Make fastapi_websocket_pubsub build :class:`opal_broadcast.Broadcast` objects (idempotent).
+    """Make fastapi_websocket_pubsub build opal-broadcast's ``Broadcast`` objects (idempotent).
 
     Call it before OPAL server's app is created: ``EventBroadcaster`` looks the class up when it
-    is constructed.
+    is constructed. It reads OPAL's ``BROADCAST_RECONNECT_ENABLED`` setting to pick the gap policy.
     """
     import fastapi_websocket_pubsub.event_broadcaster as event_broadcaster
 
-    import opal_broadcast
+    if _opal_subscribes_again():
+        event_broadcaster.Broadcast = opal_broadcast.Broadcast  # type: ignore[misc]
+    else:
+        event_broadcaster.Broadcast = _ContinuingBroadcast  # type: ignore[misc]
 
-    event_broadcaster.Broadcast = opal_broadcast.Broadcast  # type: ignore[misc]
+
+class _ContinuingBroadcast(opal_broadcast.Broadcast):
+    """``gap_policy="continue"`` unless the URL or the caller chooses one."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        if "gap_policy" not in opal_broadcast.BackboneURL.parse(url).options:
+            options.setdefault("gap_policy", "continue")
+        super().__init__(url, **options)
+
+
+def _opal_subscribes_again() -> bool:
+    """Whether OPAL server runs its reconnecting broadcaster, as its own configuration says.
+
+    Without opal-server, or in a release that predates the setting, the reader is
+    fastapi_websocket_pubsub's plain ``EventBroadcaster``.
+    """
+    try:
+        from opal_server.config import opal_server_config
+    except ModuleNotFoundError as exc:
+        if exc.name != "opal_server":
+            raise
+        return False
+    return bool(getattr(opal_server_config, "BROADCAST_RECONNECT_ENABLED", False))
