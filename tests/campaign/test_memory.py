@@ -32,12 +32,41 @@ OPTIONS = {
     "probe_timeout": 1.0,
     "reconnect_max_delay": 0.3,
 }
+#: As long as the issue's restarts: one second down.
+DOWN = 1.0
 RESUME = 1.0
 
 
 @pytest.fixture
 def url() -> str:
     return f"memory://campaign-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.parametrize("delay", VARIANTS)
+@pytest.mark.parametrize("scale", RUNS)
+async def test_outages(url, delay, scale):
+    """The bus goes down for a second and comes back: a gap for every worker, resumed within 1 s."""
+
+    async def outage(i: int) -> Fault:
+        started = now()
+        simulate_memory_loss(url, stay_down=True)
+        try:
+            await anyio.sleep(DOWN)
+        finally:
+            restore_memory(url)
+        return Fault(f"outage {i + 1}", started, now())
+
+    scenario = Scenario(
+        name("memory://", "outage", delay),
+        url,
+        OPTIONS,
+        outage,
+        count(20, scale),
+        gap_expected=True,
+        resume_bound=RESUME,
+        resubscribe_delay=delay,
+    )
+    assert_passed(await run(scenario))
 
 
 @pytest.mark.parametrize("delay", VARIANTS)

@@ -5,7 +5,7 @@ import uuid
 import pytest
 import redis.asyncio
 
-from tests.campaign.faults import killing, stalled_proxy, with_query
+from tests.campaign.faults import killing, restarts, stalled_proxy, with_query
 from tests.campaign.harness import RUNS, VARIANTS, Scenario, assert_passed, count, half_open, run
 from tests.campaign.harness import scenario_name as name
 from tests.services import close_redis_client, kill_redis_clients
@@ -19,6 +19,7 @@ OPTIONS = {
     "probe_timeout": 1.0,
     "reconnect_max_delay": 0.3,
 }
+DOWN = 1.0
 RESUME = 1.0
 
 
@@ -51,9 +52,27 @@ def kill_named(redis_url: str, client_name: str, client_type: str):
     return kill
 
 
-# The immediate variant joins with the core's fix of the restore deadlock (issue 13, item 1):
-# today a subscribe() made while the core reconnects holds up the restore until it times out.
-@pytest.mark.parametrize("delay", VARIANTS[1:])
+@pytest.mark.parametrize("delay", VARIANTS)
+@pytest.mark.parametrize("scale", RUNS)
+async def test_restarts(services, redis_url, url, delay, scale):
+    """Redis stopped for a second and started again: a gap for every worker each time, and
+    delivery resumes within 1 s of the server accepting connections again."""
+    faults = count(20, scale)
+    scenario = Scenario(
+        name("redis", "restart", delay),
+        url,
+        OPTIONS,
+        restarts(services, "redis", down=DOWN),
+        faults,
+        gap_expected=True,
+        resume_bound=RESUME,
+        process_url=url,
+        resubscribe_delay=delay,
+    )
+    assert_passed(await run(scenario))
+
+
+@pytest.mark.parametrize("delay", VARIANTS)
 @pytest.mark.parametrize("scale", RUNS)
 async def test_pubsub_connection_killed(redis_url, url, client_name, delay, scale):
     """CLIENT KILL of the pub/sub connection: a gap for every worker, resumed within 1 s."""
