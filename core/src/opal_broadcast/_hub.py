@@ -35,7 +35,7 @@ from typing import Any, NoReturn
 import anyio
 
 from ._channels import ChannelTable
-from ._errors import BackboneUnavailable, UnsupportedAsyncLibrary
+from ._errors import BackboneUnavailable
 from ._events import Gap, Health, State
 from ._gaps import GapCallback, GapLog
 from ._link import Link
@@ -129,14 +129,7 @@ class Hub:
                     await self._close()
 
     async def _open(self) -> None:
-        library = current_async_library()
-        info = self.backbone.info
-        if info is not None and library not in info.async_libraries:
-            raise UnsupportedAsyncLibrary(
-                f"The {self.url.scheme}:// backbone ({self.backbone.origin}) runs on "
-                f"{' or '.join(info.async_libraries)} only, not {library}. Run it under "
-                f"{info.async_libraries[0]} (with anyio: backend={info.async_libraries[0]!r})."
-            )
+        self.backbone.require_async_library(current_async_library(), self.url.scheme)
         self.enter("connecting")
         try:
             await self.connect_once()

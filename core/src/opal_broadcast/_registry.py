@@ -18,7 +18,13 @@ from typing import Any
 import pluggy
 
 from . import _hookspecs
-from ._errors import ConfigurationError, PluginConflict, PluginLoadError, UnknownScheme
+from ._errors import (
+    ConfigurationError,
+    PluginConflict,
+    PluginLoadError,
+    UnknownScheme,
+    UnsupportedAsyncLibrary,
+)
 from ._hookspecs import PROJECT, BackboneInfo
 
 __all__ = ["Backbone", "Registry", "backbones", "default_registry", "register"]
@@ -62,6 +68,16 @@ class Backbone:
         if self.distribution:
             return f"{self.distribution} {self.version or ''}".strip()
         return f"{self.name} (registered in-process)"
+
+    def require_async_library(self, library: str, scheme: str) -> None:
+        """Raise :class:`UnsupportedAsyncLibrary` unless the plugin runs on ``library``."""
+        info = self.info
+        if info is not None and library not in info.async_libraries:
+            raise UnsupportedAsyncLibrary(
+                f"The {scheme}:// backbone ({self.origin}) runs on "
+                f"{' or '.join(info.async_libraries)} only, not {library}. Run it under "
+                f"{info.async_libraries[0]} (with anyio: backend={info.async_libraries[0]!r})."
+            )
 
 
 class Registry:
