@@ -123,15 +123,6 @@ async def test_client_kill_pubsub_is_a_gap(redis_url, channel):
     await assert_fault_is_a_gap(redis_url, channel, kill)
 
 
-async def test_killing_the_publishing_connection_is_a_gap_too(redis_url, channel):
-    """CLIENT KILL of the normal (publishing) connection is reported and repaired like any loss."""
-
-    async def kill(*_: object) -> None:
-        assert await kill_redis_clients(redis_url, client_type="normal") >= 1
-
-    await assert_fault_is_a_gap(redis_url, channel, kill)
-
-
 async def test_eviction_of_a_slow_subscriber_is_a_gap(redis_url, channel):
     """Over client-output-buffer-limit, Redis drops the subscriber: a gap after what was read."""
     admin = redis.Redis.from_url(redis_url)

@@ -5,13 +5,17 @@ a unix socket, then ``AUTH`` (password-only or ACL user), ``CLIENT SETNAME``, ``
 that handshake the plugin's :class:`~._wire.Wire` takes over the transport (``set_protocol``) and
 redis-py is no longer involved, which is what keeps every loss visible: redis-py's pub/sub
 reconnects and resubscribes on its own, retries commands, and loses the messages in between
-without a word. Here a broken wire is reported through ``link.lost`` and the core reconnects,
-restores the channels and reports the gap.
+without a word. Here a broken pub/sub wire is reported through ``link.lost`` and the core
+reconnects, restores the channels and reports the gap.
 
-Two connections because a subscribed RESP2 connection can only (un)subscribe and ping. The
-liveness probe pings both: a frozen pub/sub connection (TCP open, nothing forwarded) is the one
-that would otherwise lose messages silently, and a frozen publishing one would make every
-publish time out.
+Two connections because a subscribed RESP2 connection can only (un)subscribe and ping. Losing
+the publishing one loses nothing a subscriber was due, so it is no loss of the connection: the
+pub/sub wire keeps delivering, and the next publish opens a new publishing wire (within its own
+deadline; one publish opens it while the others wait). A publish in flight on the broken wire fails
+with ``BackboneUnavailable``: it may or may not have reached Redis, so it is never sent again here.
+The liveness probe pings both: a frozen pub/sub connection (TCP open, nothing forwarded) is the one
+that would otherwise lose messages silently, and a frozen publishing one would make every publish
+time out. A publishing wire that broke is not pinged: the next publish replaces it.
 """
 
 from __future__ import annotations
@@ -63,8 +67,10 @@ class RedisConnection:
         self._decode = config.decode_messages
         self._names: dict[bytes, str] = {}
         self._lost: str | None = None
+        self._closed = False
         self._publisher: Wire | None = None
         self._subscriber: Wire | None = None
+        self._reopening = asyncio.Lock()  # held by the publish that replaces a broken publisher
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -72,8 +78,8 @@ class RedisConnection:
         """Connect both wires, check each answers a PING, or raise a typed error."""
         loop = asyncio.get_running_loop()
         tasks = [
-            loop.create_task(self._open_wire("publishing", None)),
-            loop.create_task(self._open_wire("pub/sub", self._on_message)),
+            loop.create_task(self._open_wire("publishing", _no_loss)),
+            loop.create_task(self._open_wire("pub/sub", self._on_lost, self._on_message)),
         ]
         try:
             await asyncio.wait(tasks)
@@ -96,7 +102,10 @@ class RedisConnection:
             raise BackboneUnavailable(f"{self.config.url} closed the connection: {self._lost}.")
 
     async def _open_wire(
-        self, label: str, on_message: Callable[[bytes, bytes], None] | None
+        self,
+        label: str,
+        on_lost: Callable[[str], None],
+        on_message: Callable[[bytes, bytes], None] | None = None,
     ) -> Wire:
         connection = _redis_connection(self.config)
         try:
@@ -104,7 +113,7 @@ class RedisConnection:
                 await self._connect_tls(connection)
             else:
                 await connection.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
-            wire = Wire(label, self._on_lost, on_message)
+            wire = Wire(f"{label} connection to {self.config.url}", on_lost, on_message)
             wire.take_over(*_streams(connection))
         except Exception as exc:
             typed = self._typed(exc)
@@ -148,6 +157,7 @@ class RedisConnection:
 
     def close(self) -> None:
         """Close both wires now (abort: no round trip, nothing to wait for)."""
+        self._closed = True
         for wire in (self._publisher, self._subscriber):
             if wire is not None:
                 wire.close()
@@ -177,11 +187,32 @@ class RedisConnection:
             )
         wire = self._publisher
         assert wire is not None
-        if not wire.writable:
-            await wire.wait_writable()
+        if not wire.writable:  # its send buffer is full, or it broke
+            wire = await self._ready_publisher(wire)
         reply = await wire.request(publish_command(name, payload))
         if type(reply) is not int:
             self._check(reply, "PUBLISH")
+
+    async def _ready_publisher(self, wire: Wire) -> Wire:
+        """``wire`` once its send buffer has drained; a new publishing wire if it broke.
+
+        Cancellation-safe (the core's publish deadline cancels this): a wire half opened is
+        closed, and the next publish tries again.
+        """
+        await wire.wait_writable()
+        if wire.broken is None:
+            return wire
+        async with self._reopening:
+            if self._publisher is wire:  # not yet replaced by a publish that came first
+                if self._closed:
+                    raise BackboneUnavailable(f"The connection to {self.config.url} is closed.")
+                new = await self._open_wire("publishing", _no_loss)
+                if self._closed:  # closed while opening: keep nothing open
+                    new.close()
+                    raise BackboneUnavailable(f"The connection to {self.config.url} is closed.")
+                self._publisher = new
+        assert self._publisher is not None
+        return self._publisher
 
     async def subscribe(self, channel: str) -> None:
         """SUBSCRIBE; returns when Redis has confirmed it, so a later PUBLISH reaches us."""
@@ -210,13 +241,22 @@ class RedisConnection:
             self._check(await wire.request(command(b"UNSUBSCRIBE", name)), "UNSUBSCRIBE")
 
     async def probe(self) -> None:
-        """PING both wires; the core's deadline turns a frozen one into a loss."""
-        assert self._publisher is not None
+        """PING both wires; the core's deadline turns a frozen one into a loss.
+
+        A broken publishing wire is no loss (see the module docstring), before or during the PING.
+        """
+        publisher = self._publisher
+        assert publisher is not None
         assert self._subscriber is not None
-        first = self._publisher.request(_PING)
+        first = publisher.request(_PING) if publisher.broken is None else None
         second = self._subscriber.request(_PING)
-        self._check(await first, "PING")
         self._check(await second, "PING")
+        if first is not None:
+            try:
+                reply = await first
+            except BackboneUnavailable:
+                return  # the publishing wire broke meanwhile: the next publish replaces it
+            self._check(reply, "PING")
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         name = self._names.get(channel)
@@ -349,6 +389,10 @@ def _release(connection: AbstractConnection) -> None:
     if transport is not None and not isinstance(transport.get_protocol(), Wire):
         transport.abort()
     connection._reader = connection._writer = None
+
+
+def _no_loss(_reason: str) -> None:
+    """A broken publishing wire is replaced by the next publish; nobody needs to hear of it."""
 
 
 def _ignore(future: asyncio.Future[Reply]) -> None:

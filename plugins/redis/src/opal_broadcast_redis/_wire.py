@@ -10,8 +10,10 @@ A request made while nothing is in flight is written at once, so a lone publishe
 loop pass; requests made while others are in flight are gathered and leave in one write at the
 end of the loop pass (a PUBLISH from each of 50 tasks is one ``send``). Pub/sub ``message`` pushes go to ``on_message``; every other
 reply answers the oldest request. The first failure (EOF, reset, a reply nobody asked for) breaks
-the wire for good: every waiting request fails with ``BackboneUnavailable`` and ``on_lost`` is told
-once. Nothing reconnects here; the core does, and reports the gap.
+the wire for good: every waiting request fails with ``BackboneUnavailable`` (it may or may not have
+been carried out), the wire is no longer ``writable``, and ``on_lost`` is told once. Nothing
+reconnects here: the connection opens a new publishing wire, and the core replaces a lost pub/sub
+wire and reports the gap.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ class Wire(asyncio.Protocol):
         self._waiting: deque[asyncio.Future[Reply]] = deque()
         self._outgoing: list[bytes] = []
         self._flush_pending = False
-        self._paused = False
+        #: False while the transport's send buffer is above its high-water mark, and for good
+        #: once the wire broke: a publisher checks this one attribute before each request.
+        self.writable = True
         self._writable: list[asyncio.Future[None]] = []
         self._closing = False
         self._owner: object = None
@@ -73,7 +77,7 @@ class Wire(asyncio.Protocol):
     def request(self, data: bytes) -> asyncio.Future[Reply]:
         """Send one encoded command; the future resolves to its reply (an ``ErrorReply`` too)."""
         if self.broken is not None:
-            raise BackboneUnavailable(f"the {self.label} connection is lost: {self.broken}")
+            raise BackboneUnavailable(f"the {self.label} is lost: {self.broken}")
         future: asyncio.Future[Reply] = self._loop.create_future()
         self._waiting.append(future)
         if self._outgoing or len(self._waiting) > 1:
@@ -86,14 +90,9 @@ class Wire(asyncio.Protocol):
             self._transport.write(data)
         return future
 
-    @property
-    def writable(self) -> bool:
-        """False while the transport's send buffer is above its high-water mark."""
-        return not self._paused
-
     async def wait_writable(self) -> None:
         """Wait until the send buffer has drained below its low-water mark (or the wire broke)."""
-        if self._paused and self.broken is None:
+        if not self.writable and self.broken is None:
             waiter: asyncio.Future[None] = self._loop.create_future()
             self._writable.append(waiter)
             await waiter
@@ -137,10 +136,10 @@ class Wire(asyncio.Protocol):
             self._lose(f"{type(exc).__name__}: {exc}")
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self.writable = False
 
     def resume_writing(self) -> None:
-        self._paused = False
+        self.writable = self.broken is None
         self._wake_writers()
 
     # -- ending -----------------------------------------------------------------------------
@@ -159,10 +158,14 @@ class Wire(asyncio.Protocol):
         if self.broken is not None:
             return
         self.broken = reason
+        self.writable = False
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.abort()
-        error = BackboneUnavailable(f"the {self.label} connection is lost: {reason}")
+        error = BackboneUnavailable(
+            f"the {self.label} is lost ({reason}); "
+            "a command in flight may or may not have been carried out"
+        )
         while self._waiting:
             future = self._waiting.popleft()
             if not future.done():
