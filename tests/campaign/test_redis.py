@@ -93,6 +93,26 @@ async def test_pubsub_connection_killed(redis_url, url, client_name, delay, scal
 
 @pytest.mark.parametrize("delay", VARIANTS)
 @pytest.mark.parametrize("scale", RUNS)
+async def test_publishing_connection_killed(redis_url, url, client_name, delay, scale):
+    """CLIENT KILL of the publishing connections (both processes'): subscribers lose nothing
+    they were due, so it is no gap for anyone, and delivery goes on within 1 s."""
+    faults = count(25, scale)
+    scenario = Scenario(
+        name("redis", "kill-publishing", delay),
+        url,
+        OPTIONS,
+        killing("CLIENT KILL normal", kill_named(redis_url, client_name, "normal")),
+        faults,
+        gap_expected=False,
+        resume_bound=RESUME,
+        process_url=url,
+        resubscribe_delay=delay,
+    )
+    assert_passed(await run(scenario))
+
+
+@pytest.mark.parametrize("delay", VARIANTS)
+@pytest.mark.parametrize("scale", RUNS)
 async def test_half_open_link(tcp_proxy, url, delay, scale):
     """This process reaches Redis through a proxy that black-holes both directions (no FIN, no
     RST); the other process publishes directly. A gap within probe_interval + probe_timeout + 1 s,
