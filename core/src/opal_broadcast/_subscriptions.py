@@ -47,6 +47,9 @@ class Subscriptions:
         """
         hub, channel = self.hub, subscriber.channel
         entry = hub.channels.entry(channel)
+        if entry.live:  # joining a live channel: no I/O, so no deadline to set
+            entry.subscribers.add(subscriber)
+            return
         entry.pending += 1
         try:
             with anyio.fail_after(timeout):
