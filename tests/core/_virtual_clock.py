@@ -34,6 +34,7 @@ import selectors
 import signal
 import threading
 import traceback
+import warnings
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
@@ -164,7 +165,8 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         previous = signal.signal(signal.SIGPROF, self._alarm)
         signal.setitimer(signal.ITIMER_PROF, self._hang_after)
         try:
-            result = run(*args)
+            with warnings.catch_warnings():  # the alarm may add a filter (see _alarm)
+                result = run(*args)
         except _Interrupt:
             pass
         finally:
@@ -187,4 +189,6 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
             self._hung_at = "".join(traceback.format_stack(frame)[-12:])
             # From now on, interrupt whatever runs until the loop is back in _guarded.
             signal.setitimer(signal.ITIMER_PROF, 0.01, 0.01)
+            # Interrupted calls leave coroutines never awaited: the hang is the report.
+            warnings.filterwarnings("ignore", "coroutine .* was never awaited", RuntimeWarning)
         raise _Interrupt
