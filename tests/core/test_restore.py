@@ -247,3 +247,23 @@ def test_an_unknown_gap_policy_is_refused():
         Broadcast("memory://?gap_policy=skip")
     with pytest.raises(InvalidOption, match="end, continue"):
         Broadcast("memory://", gap_policy="resume")  # type: ignore[arg-type]
+
+
+async def test_a_disconnect_during_the_restore_closes_quietly(caplog):
+    """Closing while the supervisor restores channels: closed stays closed, nothing is logged as
+    a failure (the finishing restore used to bring the state back and then report a dead
+    supervisor)."""
+    gate, subscribed = anyio.Event(), []
+    plugin = slow_restore_plugin("closerestore", gate, subscribed)
+    url = f"closerestore://{uuid.uuid4().hex[:8]}"
+    broadcast = Broadcast(url, backend=plugin, **FAST)
+    await broadcast.connect()
+    hub = broadcast._hub
+    async with broadcast.subscribe("c", keep_going=True) as subscriber:
+        simulate_memory_loss(url, stay_down=False)
+        assert isinstance(await subscriber.get(), Gap)
+        await _until(lambda: broadcast.health().state == "restoring")
+        gate.set()  # the restore finishes while the hub is closing
+        await broadcast.disconnect()
+    assert hub.state == "closed"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -213,7 +213,15 @@ class Hub:
         return self.state in _UP
 
     def enter(self, state: State) -> None:
-        """Move to ``state``; waking whoever waits for the hub to be up (or for good)."""
+        """Move to ``state``; waking whoever waits for the hub to be up (or for good).
+
+        A closed or failed hub leaves that state only by opening again: a reconnect that
+        finishes after ``close()`` began must not bring it back.
+        """
+        if self.state in ("closed", "failed") and state != "connecting":
+            if state in ("closed", "failed"):
+                self.state = state
+            return
         self.state = state
         up = state in _UP
         self.publisher.set_up(up)

@@ -84,7 +84,8 @@ async def opal_broadcast_publish(
 
 @hookimpl
 async def opal_broadcast_subscribe(connection: _Connection, channel: str) -> None:
-    if connection.bus.down:
+    bus = connection.bus
+    if bus.down or connection not in bus.connections:
         raise BackboneUnavailable(f"memory://{connection.name} is down (simulated outage).")
     connection.channels.add(channel)
 

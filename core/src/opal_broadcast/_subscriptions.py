@@ -98,7 +98,12 @@ class Subscriptions:
                     return
                 try:
                     with anyio.fail_after(hub.timings.connect_timeout):
-                        while not entry.live and entry.wanted and hub.generation == generation:
+                        while (
+                            not entry.live
+                            and entry.wanted
+                            and hub.is_up  # lost again: the supervisor goes round
+                            and hub.generation == generation
+                        ):
                             await self._subscribe_once(channel, entry, report_loss=False)
                 except Exception as exc:
                     failures.append(exc)
