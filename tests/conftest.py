@@ -1,7 +1,8 @@
 """Shared test configuration: async backends, and the real backbone services' fixtures."""
 
+import gc
 import sys
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 
 import pytest
 
@@ -24,6 +25,15 @@ def unraisable(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     raised: list[str] = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: raised.append(repr(u.exc_value)))
     return raised
+
+
+@pytest.fixture(autouse=True)
+def collect_garbage_after_each_test() -> Iterator[None]:
+    """Collect what the test dropped before the next one starts: an unclosed socket's
+    ResourceWarning then fails the test that leaked it, not whichever test the collector
+    happened to run in."""
+    yield
+    gc.collect()
 
 
 @pytest.hookimpl(wrapper=True)
