@@ -47,7 +47,7 @@ def test_the_cli_lists_the_installed_plugin(fresh_env: tuple[Path, dict[str, str
     rows = [line.split() for line in output.splitlines()]
     nats = [row for row in rows if row and row[0] == "nats"]
     assert nats, f"nats is not listed:\n{output}"
-    assert nats[0][1:] == ["opal-broadcast-nats", "0.1.0", "ok"], output
+    assert nats[0][1:] == ["opal-broadcast-nats", "0.1.0", "1", "batch_subscribe", "ok"], output
 
 
 def test_the_plugin_passes_its_own_suite(fresh_env: tuple[Path, dict[str, str]]) -> None:

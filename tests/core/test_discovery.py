@@ -13,23 +13,50 @@ import textwrap
 import pytest
 
 PLUGIN = """
-from opal_broadcast import BackboneInfo, hookimpl
-from opal_broadcast import _memory
+from opal_broadcast.plugin import CONTRACT_VERSION, BackboneInfo, hookimpl
+from opal_broadcast._memory import MemoryConnection
 
 SCHEME = {scheme!r}
 
+class Connection(MemoryConnection):
+    @classmethod
+    async def open(cls, url, options, link):
+        import {driver}  # drivers are imported at connect time, never at discovery
+        return await super().open(url, options, link)
+
 @hookimpl
 def opal_broadcast_backbone():
-    return BackboneInfo(schemes=(SCHEME,), summary={summary!r})
+    return BackboneInfo(
+        schemes=(SCHEME,), contract=CONTRACT_VERSION + {ahead}, connection=Connection,
+        summary={summary!r},
+    )
+"""
+
+#: A plugin written against contract 0: the nine hooks (deprecated, run through an adapter).
+HOOKS_PLUGIN = """
+from opal_broadcast import BackboneInfo, hookimpl
+from opal_broadcast._memory import MemoryConnection
+
+@hookimpl
+def opal_broadcast_backbone():
+    return BackboneInfo(schemes=("oldstyle",), summary="hooks")
 
 @hookimpl
 async def opal_broadcast_connect(url, options, link):
-    import {driver}  # drivers are imported at connect time, never at discovery
-    return await _memory.opal_broadcast_connect(url=url, options=options, link=link)
+    return await MemoryConnection.open(url, options, link)
 
-opal_broadcast_publish = _memory.opal_broadcast_publish
-opal_broadcast_subscribe = _memory.opal_broadcast_subscribe
+@hookimpl
+async def opal_broadcast_publish(connection, channel, message):
+    await connection.publish(channel, message)
+
+@hookimpl
+async def opal_broadcast_subscribe(connection, channel):
+    await connection.subscribe([channel])
 """
+
+
+def plugin(scheme, summary, driver="json", ahead=0):
+    return PLUGIN.format(scheme=scheme, summary=summary, driver=driver, ahead=ahead)
 
 
 def install(site, distribution, version, module, source, entry_name):
@@ -50,7 +77,7 @@ def site(tmp_path):
         "acme-opal-nats",
         "1.2.0",
         "acme_nats",
-        PLUGIN.format(scheme="nats", summary="acme", driver="acme_fake_driver"),
+        plugin("nats", "acme", driver="acme_fake_driver"),
         "nats",
     )
     (tmp_path / "acme_fake_driver.py").write_text("")
@@ -68,14 +95,23 @@ def site(tmp_path):
             distribution,
             version,
             distribution.replace("-", "_"),
-            PLUGIN.format(scheme="dup", summary=summary, driver="json"),
+            plugin("dup", summary),
             "dup",
         )
+    install(
+        tmp_path,
+        "opal-broadcast-future",
+        "9.0",
+        "future_plugin",
+        plugin("future", "", ahead=1),
+        "future",
+    )
+    install(tmp_path, "old-opal-plugin", "0.5", "old_plugin", HOOKS_PLUGIN, "oldstyle")
     return tmp_path
 
 
 SCRIPT = """
-import json, sys, anyio
+import json, sys, warnings, anyio
 import opal_broadcast
 from opal_broadcast import Broadcast, BroadcastError
 
@@ -91,8 +127,11 @@ async def attempt(url, **kw):
 
 async def main():
     out = {"driver_before": "acme_fake_driver" in sys.modules}
-    for url in sys.argv[1:]:
-        out[url] = await attempt(url)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for url in sys.argv[1:]:
+            out[url] = await attempt(url)
+    out["warnings"] = [f"{w.category.__name__}: {w.message}" for w in caught]
     out["pinned"] = await attempt("dup://x", backend="dup-two")
     out["driver_after"] = "acme_fake_driver" in sys.modules
     print(json.dumps(out))
@@ -139,6 +178,32 @@ def test_installed_plugins_are_found_and_failures_isolated(site):
     assert "broken-opal-plugin" in unknown["message"]
 
 
+def test_a_plugin_on_a_newer_contract_is_refused_and_the_others_keep_working(site):
+    """A contract the core does not implement: IncompatiblePlugin naming both versions and the
+    fix, for that scheme only; nats:// and memory:// work in the same process."""
+    out = json.loads(run(site, "future://a", "nats://b", "memory://c").stdout)
+    future = out["future://a"]
+    assert future["error"] == "IncompatiblePlugin"
+    message = future["message"]
+    assert "opal-broadcast-future 9.0" in message
+    assert "contract 2" in message and "implements contract 1" in message
+    assert "pip install -U opal-broadcast" in message
+    assert out["nats://b"]["ok"] == "hi"
+    assert out["memory://c"]["ok"] == "hi"
+
+
+def test_a_plugin_on_the_hooks_contract_works_with_one_deprecation_warning(site):
+    """Contract 0 (the nine hooks) runs through the adapter; one PluginContractWarning names the
+    distribution and the guide's migration section."""
+    out = json.loads(run(site, "oldstyle://a", "oldstyle://b").stdout)
+    assert out["oldstyle://a"].get("ok") == "hi", out
+    assert out["oldstyle://b"]["ok"] == "hi"
+    [warning] = out["warnings"]
+    assert warning.startswith("PluginContractWarning: ")
+    assert "old-opal-plugin" in warning
+    assert "plugin-authors.md#migrating-from-the-hooks-contract-0" in warning
+
+
 def test_pin_through_the_environment(site):
     """OPAL_BROADCAST_PIN=dup=dup-one resolves the conflict without code."""
     out = json.loads(run(site, "dup://c", env={"OPAL_BROADCAST_PIN": "dup=dup-one"}).stdout)
@@ -175,7 +240,13 @@ def test_cli_backends_lists_every_distribution(site):
         script="import sys; from opal_broadcast._cli import main; sys.exit(main(['backends']))",
     )
     lines = result.stdout.splitlines()
-    assert any(line.split()[:4] == ["nats", "acme-opal-nats", "1.2.0", "ok"] for line in lines)
+    assert any(
+        line.split()[:6] == ["nats", "acme-opal-nats", "1.2.0", "1", "-", "ok"] for line in lines
+    )
+    old = [line for line in lines if line.startswith("oldstyle ")]
+    assert old and old[0].split()[3] == "0" and "deprecated contract" in old[0]
+    future = [line for line in lines if "opal-broadcast-future" in line]
+    assert future and "failed: IncompatiblePlugin" in future[0]
     assert any(line.split()[:3] == ["dup", "dup-one", "1.0"] for line in lines)
     assert any(line.split()[:3] == ["dup", "dup-two", "2.0"] for line in lines)
     broken = [line for line in lines if "broken-opal-plugin" in line]

@@ -8,7 +8,12 @@ import pytest
 
 import opal_broadcast
 
-PUBLIC_MODULES = ["opal_broadcast", "opal_broadcast.hookspecs", "opal_broadcast.testing"]
+PUBLIC_MODULES = [
+    "opal_broadcast",
+    "opal_broadcast.hookspecs",
+    "opal_broadcast.plugin",
+    "opal_broadcast.testing",
+]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)

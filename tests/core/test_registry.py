@@ -18,42 +18,45 @@ from opal_broadcast import (
     _memory,
     hookimpl,
 )
+from opal_broadcast._memory import MemoryConnection
 from opal_broadcast._registry import Registry, default_registry
+from opal_broadcast.plugin import CONTRACT_VERSION
 
 pytestmark = pytest.mark.anyio
 
 
-def make_plugin(scheme, *, libraries=("asyncio", "trio"), calls=None):
-    """A plugin module serving ``scheme`` by delegating to the memory bus, recording calls."""
+def make_plugin(scheme, *, libraries=("asyncio", "trio"), calls=None, **methods):
+    """A plugin serving ``scheme`` on the memory bus, recording calls; ``methods`` override the
+    connection class's (``open``, ``check_channel``, ... as the contract names them)."""
     calls = [] if calls is None else calls
+
+    class Recording(MemoryConnection):
+        @classmethod
+        async def open(cls, url, options, link):
+            calls.append("connect")
+            return await super().open(url, options, link)
+
+        async def publish(self, channel, message):
+            calls.append("publish")
+            await super().publish(channel, message)
+
+        async def subscribe(self, channels):
+            calls.append("subscribe")
+            await super().subscribe(channels)
+
+    connection = type(f"Connection_{scheme}", (Recording,), methods)
     plugin = types.ModuleType(f"plugin_{scheme}_{uuid.uuid4().hex[:6]}")
 
     @hookimpl
     def opal_broadcast_backbone():
-        return BackboneInfo(schemes=(scheme,), async_libraries=libraries)
+        return BackboneInfo(
+            schemes=(scheme,),
+            contract=CONTRACT_VERSION,
+            connection=connection,
+            async_libraries=libraries,
+        )
 
-    @hookimpl
-    async def opal_broadcast_connect(url, options, link):
-        calls.append("connect")
-        return await _memory.opal_broadcast_connect(url=url, options=options, link=link)
-
-    @hookimpl
-    async def opal_broadcast_publish(connection, channel, message):
-        calls.append("publish")
-        await _memory.opal_broadcast_publish(connection, channel, message)
-
-    @hookimpl
-    async def opal_broadcast_subscribe(connection, channel):
-        calls.append("subscribe")
-        await _memory.opal_broadcast_subscribe(connection, channel)
-
-    for fn in (
-        opal_broadcast_backbone,
-        opal_broadcast_connect,
-        opal_broadcast_publish,
-        opal_broadcast_subscribe,
-    ):
-        setattr(plugin, fn.__name__, fn)
+    plugin.opal_broadcast_backbone = opal_broadcast_backbone
     return plugin
 
 
@@ -98,14 +101,10 @@ def test_two_in_process_plugins_claiming_one_scheme_conflict(registered):
 
 
 def test_invalid_plugins_are_refused_with_the_reason():
-    """No declaration, or a missing required hook, is a PluginLoadError."""
+    """No declaration is a PluginLoadError (test_contract.py covers bad declarations)."""
     registry = Registry(autoload=False)
     with pytest.raises(PluginLoadError, match="BackboneInfo"):
         registry.register(types.ModuleType("empty"))
-    half = make_plugin("half")
-    del half.opal_broadcast_subscribe
-    with pytest.raises(PluginLoadError, match="opal_broadcast_subscribe"):
-        registry.register(half)
 
 
 def test_unknown_first_party_scheme_names_the_pip_install():
@@ -148,13 +147,11 @@ async def test_asyncio_only_plugin_under_trio_is_a_clear_error():
 
 async def test_plugin_error_with_the_password_is_masked():
     """A plugin that quotes the password in its error: the core masks it and drops the cause."""
-    plugin = make_plugin("leaky")
 
-    @hookimpl
-    async def opal_broadcast_connect(url, options, link):
+    async def open(cls, url, options, link):
         raise RuntimeError(f"auth failed for {url.reveal()} with password {url.password}")
 
-    plugin.opal_broadcast_connect = opal_broadcast_connect
+    plugin = make_plugin("leaky", open=classmethod(open))
     with pytest.raises(opal_broadcast.BackboneError) as caught:
         async with Broadcast("leaky://u:Sentinel-77x@h", backend=plugin):
             pass
@@ -165,15 +162,13 @@ async def test_plugin_error_with_the_password_is_masked():
 
 async def test_loss_reported_during_connect_is_not_lost():
     """A plugin whose connection dies inside connect(): a typed error, not a silent dead link."""
-    plugin = make_plugin("dies")
 
-    @hookimpl
-    async def opal_broadcast_connect(url, options, link):
-        connection = await _memory.opal_broadcast_connect(url=url, options=options, link=link)
+    async def open(cls, url, options, link):
+        connection = await MemoryConnection.open(url, options, link)
         link.lost("reset by peer during the handshake")
         return connection
 
-    plugin.opal_broadcast_connect = opal_broadcast_connect
+    plugin = make_plugin("dies", open=classmethod(open))
     with pytest.raises(opal_broadcast.BackboneUnavailable, match="lost while connecting"):
         async with Broadcast("dies://x", backend=plugin):
             pass
@@ -181,16 +176,14 @@ async def test_loss_reported_during_connect_is_not_lost():
 
 async def test_plugin_channel_check_runs_before_any_io_even_when_down():
     """A name the plugin refuses is InvalidChannel at once, not an outage after a timeout."""
-    plugin = make_plugin("picky")
     checked = []
 
-    @hookimpl
-    def opal_broadcast_check_channel(url, options, channel):
+    def check_channel(cls, url, options, channel):
         checked.append(channel)
         if " " in channel:
             raise opal_broadcast.InvalidChannel(f"no spaces in {channel!r}")
 
-    plugin.opal_broadcast_check_channel = opal_broadcast_check_channel
+    plugin = make_plugin("picky", check_channel=classmethod(check_channel))
     url = f"picky://{uuid.uuid4().hex[:6]}"
     async with Broadcast(url, backend=plugin, publish_timeout=30) as broadcast:
         await broadcast.publish("fine", "x")
@@ -212,13 +205,11 @@ async def test_plugin_channel_check_runs_before_any_io_even_when_down():
 
 async def test_untyped_connection_errors_become_backbone_unavailable():
     """A plugin's stray OSError reaches callers as BackboneUnavailable (a ConnectionError)."""
-    plugin = make_plugin("oserr")
 
-    @hookimpl
-    async def opal_broadcast_connect(url, options, link):
+    async def open(cls, url, options, link):
         raise ConnectionRefusedError(111, "Connection refused")
 
-    plugin.opal_broadcast_connect = opal_broadcast_connect
+    plugin = make_plugin("oserr", open=classmethod(open))
     with pytest.raises(opal_broadcast.BackboneUnavailable, match="Connection refused") as caught:
         async with Broadcast("oserr://x", backend=plugin):
             pass
@@ -227,14 +218,12 @@ async def test_untyped_connection_errors_become_backbone_unavailable():
 
 async def test_secrets_declared_by_the_plugin_are_masked():
     """A password from the environment, declared with link.keep_secret, never reaches an error."""
-    plugin = make_plugin("envsecret")
 
-    @hookimpl
-    async def opal_broadcast_connect(url, options, link):
+    async def open(cls, url, options, link):
         link.keep_secret("Env-S3cret")
         raise RuntimeError("AUTH Env-S3cret refused")
 
-    plugin.opal_broadcast_connect = opal_broadcast_connect
+    plugin = make_plugin("envsecret", open=classmethod(open))
     with pytest.raises(opal_broadcast.BackboneError) as caught:
         async with Broadcast("envsecret://h", backend=plugin):
             pass
@@ -245,14 +234,12 @@ async def test_secrets_declared_by_the_plugin_are_masked():
 
 async def test_oversized_message_during_an_outage_is_refused_at_once():
     """check_message lets a plugin refuse a message while the backbone is down, without waiting."""
-    plugin = make_plugin("capped")
 
-    @hookimpl
-    def opal_broadcast_check_message(url, options, channel, message):
+    def check_message(cls, url, options, channel, message):
         if len(message) > 10:
             raise opal_broadcast.MessageTooLarge(f"{len(message)} bytes is over the cap of 10")
 
-    plugin.opal_broadcast_check_message = opal_broadcast_check_message
+    plugin = make_plugin("capped", check_message=classmethod(check_message))
     url = f"capped://{uuid.uuid4().hex[:6]}"
     async with Broadcast(url, backend=plugin, publish_timeout=30) as broadcast:
         _memory.simulate_loss(url, stay_down=True)
@@ -268,15 +255,13 @@ async def test_oversized_message_during_an_outage_is_refused_at_once():
 
 async def test_a_channel_gap_reported_by_the_plugin_reaches_only_that_channel():
     """link.gap(channel, reason): that channel's subscribers see it, nothing reconnects."""
-    plugin = make_plugin("gappy")
     links = []
 
-    @hookimpl
-    async def opal_broadcast_connect(url, options, link):
+    async def open(cls, url, options, link):
         links.append(link)
-        return await _memory.opal_broadcast_connect(url=url, options=options, link=link)
+        return await MemoryConnection.open(url, options, link)
 
-    plugin.opal_broadcast_connect = opal_broadcast_connect
+    plugin = make_plugin("gappy", open=classmethod(open))
     gaps = []
     async with Broadcast("gappy://g", backend=plugin, on_gap=gaps.append) as broadcast:
         async with (
@@ -304,16 +289,13 @@ async def test_a_driver_cancellation_does_not_end_supervision():
     """A disconnect that re-raises an inner task's CancelledError: reconnection still happens."""
     import asyncio
 
-    plugin = make_plugin("strays")
-
-    @hookimpl
-    async def opal_broadcast_disconnect(connection):
-        await _memory.opal_broadcast_disconnect(connection)
+    async def close(self):
+        await MemoryConnection.close(self)
         inner = asyncio.get_running_loop().create_task(asyncio.sleep(10))
         inner.cancel()
         await inner  # raises CancelledError, as aiokafka's stop() can
 
-    plugin.opal_broadcast_disconnect = opal_broadcast_disconnect
+    plugin = make_plugin("strays", close=close)
     url = f"strays://{uuid.uuid4().hex[:6]}"
     async with Broadcast(url, backend=plugin, reconnect_max_delay=0.05) as broadcast:
         _memory.simulate_loss(url, stay_down=False)
@@ -329,17 +311,14 @@ async def test_a_driver_cancellation_does_not_end_supervision():
 async def test_a_publish_made_inside_a_publish_hook_is_delivered():
     """A plugin may publish through the core from inside its own publish hook (the same task,
     already under a publish deadline): the inner publish is bounded too, and both arrive."""
-    plugin = make_plugin("nested")
-    delegate = plugin.opal_broadcast_publish
     outer: list[Broadcast] = []
 
-    @hookimpl
-    async def opal_broadcast_publish(connection, channel, message):
+    async def publish(self, channel, message):
         if channel == "outer":
             await outer[0].publish("inner", f"before {message}")
-        await delegate(connection, channel, message)
+        await MemoryConnection.publish(self, channel, message)
 
-    plugin.opal_broadcast_publish = opal_broadcast_publish
+    plugin = make_plugin("nested", publish=publish)
     async with Broadcast("nested://z", backend=plugin, publish_timeout=5) as broadcast:
         outer.append(broadcast)
         async with broadcast.subscribe("inner") as inner, broadcast.subscribe("outer") as sent:

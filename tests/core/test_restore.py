@@ -17,10 +17,11 @@ from opal_broadcast import (
     Gap,
     InvalidOption,
     SubscriptionGap,
-    _memory,
     hookimpl,
 )
+from opal_broadcast._memory import MemoryConnection
 from opal_broadcast._supervisor import Supervisor
+from opal_broadcast.plugin import CONTRACT_VERSION
 from opal_broadcast.testing import restore_memory, simulate_memory_loss
 
 pytestmark = pytest.mark.anyio
@@ -92,26 +93,23 @@ def slow_restore_plugin(scheme, gate: anyio.Event, subscribed: list[str]):
     plugin = types.ModuleType(f"plugin_{scheme}")
     connects = []
 
+    class SlowRestore(MemoryConnection):
+        @classmethod
+        async def open(cls, url, options, link):
+            connects.append(url)
+            return await super().open(url, options, link)
+
+        async def subscribe(self, channels):
+            if len(connects) > 1:
+                await gate.wait()
+            await super().subscribe(channels)
+            subscribed.extend(channels)
+
     @hookimpl
     def opal_broadcast_backbone():
-        return BackboneInfo(schemes=(scheme,))
+        return BackboneInfo(schemes=(scheme,), contract=CONTRACT_VERSION, connection=SlowRestore)
 
-    @hookimpl
-    async def opal_broadcast_connect(url, options, link):
-        connects.append(url)
-        return await _memory.opal_broadcast_connect(url=url, options=options, link=link)
-
-    @hookimpl
-    async def opal_broadcast_subscribe(connection, channel):
-        if len(connects) > 1:
-            await gate.wait()
-        await _memory.opal_broadcast_subscribe(connection, channel)
-        subscribed.append(channel)
-
-    for fn in (opal_broadcast_backbone, opal_broadcast_connect, opal_broadcast_subscribe):
-        setattr(plugin, fn.__name__, fn)
-    plugin.opal_broadcast_publish = _memory.opal_broadcast_publish
-    plugin.opal_broadcast_disconnect = _memory.opal_broadcast_disconnect
+    plugin.opal_broadcast_backbone = opal_broadcast_backbone
     return plugin
 
 

@@ -18,15 +18,22 @@ pytestmark = pytest.mark.anyio
 
 
 class RecordingLink:
-    """A BackboneLink that keeps what the plugin delivers and reports."""
+    """A Link that keeps what the plugin delivers and reports."""
 
     def __init__(self) -> None:
         self.resume_state: dict[str, Any] = {}
         self.delivered: list[tuple[str, str | bytes]] = []
         self.losses: list[str | BaseException] = []
 
-    def deliver(self, channel: str, message: str | bytes) -> None:
+    def deliver(self, channel: str, message: str | bytes) -> bool:
         self.delivered.append((channel, message))
+        return True
+
+    def gap(self, channel: str, reason: str) -> None:
+        raise AssertionError(f"unexpected gap on {channel!r}: {reason}")
+
+    def keep_secret(self, secret: str) -> None:
+        pass
 
     def lost(self, reason: str | BaseException) -> None:
         self.losses.append(reason)
@@ -54,7 +61,7 @@ async def test_plain_asyncpg_dispatch_still_delivers_everything(pg_url, channel)
     link = RecordingLink()
     connection = PostgresConnection(config, link, listener)
     try:
-        await connection.subscribe(channel)
+        await connection.subscribe([channel])
         await connection.publisher.publish(channel, "x" * 20_000)
         await connection.publisher.publish(channel, b"\x00bytes")
         await connection.publisher.publish(channel, "small")
@@ -70,10 +77,9 @@ async def test_plain_asyncpg_dispatch_still_delivers_everything(pg_url, channel)
 async def test_a_killed_listening_session_is_reported_once_as_lost(pg_url, app_name, channel):
     """pg_terminate_backend: link.lost with a reason; the probe then fails (typed)."""
     link = RecordingLink()
-    config = PostgresConfig.parse(BackboneURL.parse(pg_url), {})
-    connection = await PostgresConnection.open(config, link)
+    connection = await PostgresConnection.open(BackboneURL.parse(pg_url), {}, link)
     try:
-        await connection.subscribe(channel)
+        await connection.subscribe([channel])
         assert await terminate_pg_backends(application_name=f"{app_name}/listen") == 1
         await _until(lambda: link.losses)
         assert "listening session" in str(link.losses[0])

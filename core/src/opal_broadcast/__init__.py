@@ -3,7 +3,7 @@
 ``Broadcast(url)`` is a drop-in for encode/broadcaster's class. The backbone is chosen by the URL's
 scheme and served by a plugin found through the ``opal_broadcast`` entry-point group:
 ``memory://`` is built in; ``pip install opal-broadcast-redis`` (or ``-postgres``, ``-kafka``)
-adds the others. Plugin authors: see :mod:`opal_broadcast.hookspecs` and
+adds the others. Plugin authors: see :mod:`opal_broadcast.plugin` and
 :mod:`opal_broadcast.testing`.
 """
 

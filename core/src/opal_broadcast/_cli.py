@@ -55,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser(
         "backends",
-        help="list installed backbones: scheme, distribution, version, status",
-        description="List every backbone plugin found, including those that failed to load.",
+        help="list installed backbones: scheme, distribution, version, contract, status",
+        description="List every backbone plugin found, including those that failed to load: "
+        "its schemes, distribution and version, the plugin contract version it implements, the "
+        "optional capabilities it offers, and whether it loaded.",
     )
 
     check = commands.add_parser(
@@ -134,22 +136,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _backends() -> int:
-    rows = [("SCHEME", "DISTRIBUTION", "VERSION", "STATUS")]
+    rows = [("SCHEME", "DISTRIBUTION", "VERSION", "CONTRACT", "CAPABILITIES", "STATUS")]
     for backbone in default_registry().backbones():
         distribution = backbone.distribution or "(in-process)"
+        version = backbone.version or "-"
         if backbone.info is not None:
+            contract = str(backbone.info.contract)
+            status = "ok" if backbone.deprecation is None else "ok, deprecated contract"
+            capabilities = ",".join(sorted(backbone.capabilities)) or "-"
             for scheme in backbone.info.schemes:
-                rows.append((scheme, distribution, backbone.version or "-", "ok"))
+                rows.append((scheme, distribution, version, contract, capabilities, status))
         else:
             error = f"failed: {type(backbone.error).__name__}: {backbone.error}"
-            rows.append((f"({backbone.name})", distribution, backbone.version or "-", error))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+            rows.append((f"({backbone.name})", distribution, version, "-", "-", error))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-            + "  "
-            + row[3]
-        )
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        print("  ".join(cells) + "  " + row[5])
     return EXIT_OK
 
 

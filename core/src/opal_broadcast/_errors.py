@@ -8,6 +8,7 @@
     │   ├── InvalidOption               unknown or badly typed option (query string or keyword)
     │   ├── UnknownScheme               no installed plugin serves the scheme (names the pip install)
     │   ├── PluginLoadError             the plugin for the scheme is installed but failed to load
+    │   │   └── IncompatiblePlugin      it implements a plugin contract version this core does not
     │   ├── PluginConflict              two plugins claim one scheme (names both and how to pin one)
     │   └── UnsupportedAsyncLibrary     the backbone cannot run on the current event loop (e.g. trio)
     ├── InvalidChannel (ValueError)     a channel name the backbone cannot carry
@@ -16,9 +17,13 @@
     ├── NotConnectedError               used before ``connect()`` or after ``disconnect()``
     ├── BackboneError                   the backbone failed us at run time
     │   ├── BackboneUnavailable         unreachable, timed out, or lost; retrying later may help
-    │   └── AuthenticationFailed        the backbone refused the credentials
+    │   ├── AuthenticationFailed        the backbone refused the credentials
+    │   └── AccessDenied                the credentials may not use this channel (access control)
     └── SubscriptionGap                 a subscriber may have missed messages; subscribe again to resume
         └── SubscriberOverflow          it fell behind: its bounded queue filled and messages were dropped
+
+``PluginContractWarning`` (a ``DeprecationWarning``) is issued once for a plugin written against
+a contract version the core still runs but will drop.
 
 Every message says what to do about it. Secrets from the URL never appear in a message.
 """
@@ -31,11 +36,13 @@ if TYPE_CHECKING:
     from ._events import Gap
 
 __all__ = [
+    "AccessDenied",
     "AuthenticationFailed",
     "BackboneError",
     "BackboneUnavailable",
     "BroadcastError",
     "ConfigurationError",
+    "IncompatiblePlugin",
     "InvalidChannel",
     "InvalidMessage",
     "InvalidOption",
@@ -43,6 +50,7 @@ __all__ = [
     "MessageTooLarge",
     "NotConnectedError",
     "PluginConflict",
+    "PluginContractWarning",
     "PluginLoadError",
     "SubscriberOverflow",
     "SubscriptionGap",
@@ -80,6 +88,18 @@ class PluginLoadError(ConfigurationError):
     """The plugin that serves the scheme is installed but could not be loaded (see ``__cause__``)."""
 
 
+class IncompatiblePlugin(PluginLoadError):
+    """The plugin implements a contract version this core does not (the message names the fix)."""
+
+    def __init__(self, message: str, *, schemes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.schemes = schemes
+
+
+class PluginContractWarning(DeprecationWarning):
+    """The plugin implements a contract version that a later core will refuse (see the guide)."""
+
+
 class PluginConflict(ConfigurationError):
     """Two plugins claim the same scheme; pin one explicitly."""
 
@@ -114,6 +134,10 @@ class BackboneUnavailable(BackboneError, ConnectionError):
 
 class AuthenticationFailed(BackboneError):
     """The backbone refused the credentials (the secret itself is never shown)."""
+
+
+class AccessDenied(BackboneError):
+    """The backbone refused this channel to these credentials (an ACL); retrying won't help."""
 
 
 class SubscriptionGap(BroadcastError):

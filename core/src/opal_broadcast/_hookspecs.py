@@ -1,37 +1,20 @@
-"""The plugin author's contract: the hooks a backbone plugin implements.
+"""The pluggy hooks: ``opal_broadcast_backbone`` (every plugin's declaration) and the eight more
+of contract 0, the deprecated hook-per-operation contract (run through ``_legacy``).
 
-A backbone plugin is any object (usually a module) whose functions are marked with
-:data:`hookimpl`. It is found through the ``opal_broadcast`` entry-point group::
-
-    [project.entry-points.opal_broadcast]
-    nats = "opal_broadcast_nats.plugin"
-
-The entry-point module must import no driver: import it inside :func:`opal_broadcast_connect`, so a
-missing or broken driver cannot break discovery of other backbones.
-
-The core routes every call for a URL to exactly the one plugin that declared the URL's scheme, so
-an implementation never checks the scheme itself, and an ``async def`` implementation is fine: its
-coroutine is returned to the core, which awaits it. The core owns everything shared by all
-backbones: connection sharing between ``Broadcast`` instances, fan-out to local subscribers (one
-backbone subscription per channel however many subscribers), timeouts, liveness probing,
-reconnection with backoff, restoring subscriptions and reporting gaps. A plugin only moves bytes
-and reports, through its :class:`BackboneLink`, what arrives and when its connection is gone.
-
-Hooks are called on the event loop of the ``Broadcast`` that opened the connection. The core never
-calls subscribe and unsubscribe concurrently for one channel, but it does call them concurrently
-for different channels, concurrently with publishes from many tasks, and concurrently with the
-liveness probe. A plugin whose driver allows one operation at a time per connection must
-serialise its own calls (or use separate connections).
+A plugin on the current contract implements only ``opal_broadcast_backbone`` and returns a
+:class:`BackboneInfo` naming its :class:`~opal_broadcast.plugin.Connection` class; see
+:mod:`opal_broadcast.plugin`. The other hooks below are documented for plugins written before it.
+Hooks are called on the event loop of the ``Broadcast`` that opened the connection.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import pluggy
 
+from ._contract import BackboneInfo, Link
 from ._url import BackboneURL
 
 __all__ = ["BackboneInfo", "BackboneLink", "hookimpl", "hookspec"]
@@ -43,67 +26,13 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
-@dataclass(frozen=True)
-class BackboneInfo:
-    """What a plugin declares about itself.
-
-    ``schemes``: the URL schemes it serves (lower case, without ``://``).
-    ``async_libraries``: the async libraries it runs on; ``("asyncio",)`` for a plugin built on an
-    asyncio driver. The core raises :class:`UnsupportedAsyncLibrary` under any other.
-    ``summary``: one line for ``opal-broadcast backends``.
-    """
-
-    schemes: tuple[str, ...]
-    async_libraries: tuple[str, ...] = ("asyncio", "trio")
-    summary: str = ""
-
-
-class BackboneLink(Protocol):
-    """The plugin's way to talk back to the core for one connection (given to ``connect``).
-
-    Both methods are synchronous and cheap; call them from the connection's reader.
-    Calls through the link of a connection the core has already replaced are ignored.
-    """
-
-    #: A dict that survives reconnects of this shared connection, for the plugin's own use
-    #: (for example consumer positions to resume from). Empty on the first connect.
-    resume_state: dict[str, Any]
-
-    def deliver(self, channel: str, message: str | bytes) -> bool:
-        """Hand one message received on ``channel`` to every local subscriber of that channel.
-
-        Returns False once the core has given up on this connection (after a loss): the message
-        was not taken, so a plugin that tracks positions must not move past it.
-        """
-
-    def keep_secret(self, secret: str) -> None:
-        """Mask ``secret`` in every error and log line the core writes about this connection.
-
-        Call it in ``connect`` for credentials that do not sit in the URL's userinfo (keyword
-        options, environment variables); the URL's own password is masked already.
-        """
-
-    def gap(self, channel: str, reason: str) -> None:
-        """Report that messages of ``channel`` were dropped while the connection stays up.
-
-        For example a fragmented message that could not be reassembled. The channel's
-        subscribers see a gap (a default one ends, a ``keep_going`` one gets a marker); nothing
-        reconnects. If the connection itself is in doubt, call :meth:`lost` instead.
-        """
-
-    def lost(self, reason: str | BaseException) -> None:
-        """Report that the connection is gone or may have dropped messages.
-
-        The core marks a gap on every channel, calls ``disconnect`` on this connection, and
-        reconnects with backoff, subscribing every channel again. Report it even when the
-        driver reconnected on its own: messages sent meanwhile were lost, and subscribers
-        must hear of it.
-        """
+#: The link's old name (contract 0).
+BackboneLink = Link
 
 
 @hookspec(firstresult=True)
 def opal_broadcast_backbone() -> BackboneInfo:  # type: ignore[empty-body]
-    """Declare the schemes this plugin serves (required).
+    """Declare the plugin: its schemes, contract version and connection class (required).
 
     Called once when the plugin is registered. Must be cheap and import no driver.
     """

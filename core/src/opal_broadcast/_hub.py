@@ -74,7 +74,11 @@ class Hub:
         self.backbone = backbone
         self.options = options
         self.timings = timings
-        self.hooks = backbone.hooks
+        assert backbone.connection is not None, "a loaded backbone"
+        #: The plugin's connection class: its classmethods open and check, instances do the rest.
+        self.driver = backbone.connection
+        #: Channels per subscribe call when restoring (one unless the plugin batches).
+        self.batch_size = 1000 if "batch_subscribe" in backbone.capabilities else 1
         self.redact = Redactor(url)
         self.gaps = GapLog()
         self.channels = ChannelTable()
@@ -160,9 +164,7 @@ class Hub:
         timeout = self.timings.connect_timeout
         try:
             with anyio.fail_after(timeout):
-                connection = await self.hooks.opal_broadcast_connect(
-                    url=self.url, options=dict(self.options), link=link
-                )
+                connection = await self.driver.open(self.url, dict(self.options), link)
         except BaseException as exc:
             link.active = False
             if isinstance(exc, TimeoutError):
@@ -183,6 +185,8 @@ class Hub:
         self.generation += 1
         self.link = link
         self.connection = connection
+        # Called as send(connection, ...) on the hot path: the class's function, no bound method.
+        self.publisher.send = type(connection).publish
 
     async def drop_connection(self) -> None:
         """Make the current connection inert and close it (time-boxed, never raises)."""
@@ -197,9 +201,7 @@ class Hub:
         """The plugin's disconnect, shielded and time-boxed; its errors are only logged."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.timings.close_timeout):
             try:
-                result = self.hooks.opal_broadcast_disconnect(connection=connection)
-                if result is not None:
-                    await result
+                await connection.close()
             except BaseException as exc:
                 if not (isinstance(exc, Exception) or stray_cancellation(exc)):
                     raise
@@ -305,7 +307,7 @@ class Hub:
         """Let the plugin refuse a channel name before any I/O (each name is checked once)."""
         if channel in self.checked_channels:
             return
-        self.hooks.opal_broadcast_check_channel(url=self.url, options=self.options, channel=channel)
+        self.driver.check_channel(self.url, self.options, channel)
         if len(self.checked_channels) >= _CHECKED_CHANNELS_KEPT:
             self.checked_channels.clear()
         self.checked_channels.add(channel)

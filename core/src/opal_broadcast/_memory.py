@@ -8,28 +8,22 @@ bus down, bring it back and freeze it, to exercise the core's recovery without s
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
 
+from ._contract import CONTRACT_VERSION, BackboneInfo, Link
 from ._errors import BackboneUnavailable
-from ._hookspecs import BackboneInfo, BackboneLink, hookimpl
+from ._hookspecs import hookimpl
 from ._url import BackboneURL, take_options
 
 
 class _Bus:
     def __init__(self) -> None:
-        self.connections: set[_Connection] = set()
+        self.connections: set[MemoryConnection] = set()
         self.down = False
         self.frozen = False
-
-
-class _Connection:
-    def __init__(self, bus: _Bus, link: BackboneLink, name: str) -> None:
-        self.bus = bus
-        self.link = link
-        self.name = name
-        self.channels: set[str] = set()
 
 
 _buses: dict[str, _Bus] = {}
@@ -44,61 +38,74 @@ def _bus(name: str) -> _Bus:
     return _buses.setdefault(name, _Bus())
 
 
+class MemoryConnection:
+    """One connection to a bus: the channels it listens to, and its link."""
+
+    def __init__(self, bus: _Bus, link: Link, name: str) -> None:
+        self.bus = bus
+        self.link = link
+        self.name = name
+        self.channels: set[str] = set()
+
+    @classmethod
+    async def open(
+        cls, url: BackboneURL, options: Mapping[str, Any], link: Link
+    ) -> MemoryConnection:
+        take_options(url, (), options)
+        name = bus_name(url)
+        bus = _bus(name)
+        if bus.down:
+            raise BackboneUnavailable(f"{url} is down (simulated outage).")
+        connection = cls(bus, link, name)
+        bus.connections.add(connection)
+        return connection
+
+    @classmethod
+    def check_channel(cls, url: BackboneURL, options: Mapping[str, Any], channel: str) -> None:
+        """Any non-empty ``str`` will do (the core checks that much)."""
+
+    @classmethod
+    def check_message(
+        cls, url: BackboneURL, options: Mapping[str, Any], channel: str, message: str | bytes
+    ) -> None:
+        """Any ``str`` or ``bytes`` will do (the core checks that much)."""
+
+    async def publish(self, channel: str, message: str | bytes) -> None:
+        bus = self.bus
+        if bus.down or self not in bus.connections:
+            raise BackboneUnavailable(f"memory://{self.name} is down (simulated outage).")
+        if bus.frozen:
+            await anyio.sleep_forever()
+        for peer in list(bus.connections):
+            if channel in peer.channels:
+                peer.link.deliver(channel, message)
+
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        bus = self.bus
+        if bus.down or self not in bus.connections:
+            raise BackboneUnavailable(f"memory://{self.name} is down (simulated outage).")
+        self.channels.update(channels)
+
+    async def unsubscribe(self, channels: Sequence[str]) -> None:
+        self.channels.difference_update(channels)
+
+    async def probe(self) -> None:
+        if self.bus.frozen:
+            await anyio.sleep_forever()
+
+    async def close(self) -> None:
+        self.bus.connections.discard(self)
+
+
 @hookimpl
 def opal_broadcast_backbone() -> BackboneInfo:
-    return BackboneInfo(schemes=("memory",), summary="in-process bus (embedded, for one process)")
-
-
-@hookimpl
-async def opal_broadcast_connect(
-    url: BackboneURL, options: dict[str, Any], link: BackboneLink
-) -> _Connection:
-    take_options(url, (), options)
-    name = bus_name(url)
-    bus = _bus(name)
-    if bus.down:
-        raise BackboneUnavailable(f"{url} is down (simulated outage).")
-    connection = _Connection(bus, link, name)
-    bus.connections.add(connection)
-    return connection
-
-
-@hookimpl
-async def opal_broadcast_disconnect(connection: _Connection) -> None:
-    connection.bus.connections.discard(connection)
-
-
-@hookimpl
-async def opal_broadcast_publish(
-    connection: _Connection, channel: str, message: str | bytes
-) -> None:
-    bus = connection.bus
-    if bus.down or connection not in bus.connections:
-        raise BackboneUnavailable(f"memory://{connection.name} is down (simulated outage).")
-    if bus.frozen:
-        await anyio.sleep_forever()
-    for peer in list(bus.connections):
-        if channel in peer.channels:
-            peer.link.deliver(channel, message)
-
-
-@hookimpl
-async def opal_broadcast_subscribe(connection: _Connection, channel: str) -> None:
-    bus = connection.bus
-    if bus.down or connection not in bus.connections:
-        raise BackboneUnavailable(f"memory://{connection.name} is down (simulated outage).")
-    connection.channels.add(channel)
-
-
-@hookimpl
-async def opal_broadcast_unsubscribe(connection: _Connection, channel: str) -> None:
-    connection.channels.discard(channel)
-
-
-@hookimpl
-async def opal_broadcast_probe(connection: _Connection) -> None:
-    if connection.bus.frozen:
-        await anyio.sleep_forever()
+    return BackboneInfo(
+        schemes=("memory",),
+        contract=CONTRACT_VERSION,
+        connection=MemoryConnection,
+        capabilities=frozenset({"batch_subscribe"}),
+        summary="in-process bus (embedded, for one process)",
+    )
 
 
 def simulate_loss(url: str, *, stay_down: bool) -> None:

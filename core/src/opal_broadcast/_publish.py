@@ -1,7 +1,7 @@
-"""The publish path, in one place: ``Broadcast.publish``, its deadlines, the plugin's hook.
+"""The publish path, in one place: ``Broadcast.publish``, its deadlines, the plugin's publish.
 
-A publish is checked (channel name, message type) before any I/O, then sent through the plugin's
-publish hook called directly (:func:`direct_publish`), bounded by ``publish_timeout``. While the
+A publish is checked (channel name, message type) before any I/O, then sent through the plugin
+connection's ``publish``, bounded by ``publish_timeout``. While the
 hub is down it waits for the connection, within the same deadline, after letting the plugin
 refuse the message at once (``check_message``). Errors come out typed and masked.
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ._broadcast import Broadcast
     from ._hub import Hub
 
-__all__ = ["Deadlines", "Publisher", "check_channel_name", "direct_publish", "publish"]
+__all__ = ["Deadlines", "Publisher", "check_channel_name", "publish"]
 
 
 async def publish(self: Broadcast, channel: str, message: str | bytes) -> None:
@@ -89,8 +89,9 @@ class Publisher:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        #: The plugin's publish hook, called directly (see :func:`direct_publish`).
-        self.send = direct_publish(hub.hooks)
+        #: The connection's class's publish, called as ``send(connection, channel, message)``
+        #: (set by the hub on each connect).
+        self.send: Callable[[Any, str, str | bytes], Awaitable[None]] = hub.driver.publish
         self.deadlines = Deadlines(hub.loop)
         #: The deadlines of :func:`publish`'s hot path: set while the hub is up on asyncio
         #: (Python >= 3.11); None sends every publish through :meth:`publish`.
@@ -107,9 +108,7 @@ class Publisher:
             with anyio.fail_after(timeout):
                 if not hub.is_up:
                     # Let the plugin refuse the message now, not after waiting for the backbone.
-                    hub.hooks.opal_broadcast_check_message(
-                        url=hub.url, options=hub.options, channel=channel, message=message
-                    )
+                    hub.driver.check_message(hub.url, hub.options, channel, message)
                     await hub.wait_up()
                 await self.send(hub.connection, channel, message)
         except Exception as exc:
@@ -126,26 +125,6 @@ class Publisher:
         return BackboneUnavailable(
             self.hub.unavailable(f"publishing timed out after {timeout:g} s")
         )
-
-
-def direct_publish(hooks: Any) -> Callable[[Any, str, str | bytes], Awaitable[None]]:
-    """The publish hook as a plain call: the hot path skips pluggy's dispatch.
-
-    Every plugin has a plugin manager of its own, so routing happened once, when the scheme was
-    resolved; what pluggy would add per message is its generic multi-call loop (about 2 us, 40%
-    of the core's share of a publish). Wrappers, or an implementation taking fewer arguments,
-    keep the pluggy call.
-    """
-    caller = hooks.opal_broadcast_publish
-    (impl, *others) = caller.get_hookimpls()
-    plain = not others and not (impl.hookwrapper or impl.wrapper)
-    if plain and tuple(impl.argnames) == ("connection", "channel", "message"):
-        return impl.function  # type: ignore[no-any-return]
-
-    def call(connection: Any, channel: str, message: str | bytes) -> Awaitable[None]:
-        return caller(connection=connection, channel=channel, message=message)  # type: ignore[no-any-return]
-
-    return call
 
 
 _EXPIRED = "opal_broadcast: deadline expired"

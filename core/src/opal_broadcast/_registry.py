@@ -11,21 +11,25 @@ import difflib
 import logging
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
 
 import pluggy
 
 from . import _hookspecs
+from ._contract import CAPABILITIES, CONTRACT_VERSION, BackboneInfo, Connection, check_declaration
 from ._errors import (
     ConfigurationError,
+    IncompatiblePlugin,
     PluginConflict,
+    PluginContractWarning,
     PluginLoadError,
     UnknownScheme,
     UnsupportedAsyncLibrary,
 )
-from ._hookspecs import PROJECT, BackboneInfo
+from ._hookspecs import PROJECT
+from ._legacy import SUPPORTED_UNTIL, hook_connection_class
 
 __all__ = ["Backbone", "Registry", "backbones", "default_registry", "register"]
 
@@ -38,7 +42,11 @@ DISABLE_AUTOLOAD_ENV = "OPAL_BROADCAST_DISABLE_PLUGIN_AUTOLOAD"
 #: Read when a scheme is first resolved in the process.
 PIN_ENV = "OPAL_BROADCAST_PIN"
 
+#: The oldest contract version this core still runs (0: the nine hooks, through an adapter).
+OLDEST_CONTRACT = 0
+#: The hooks a contract 0 plugin must implement.
 REQUIRED_HOOKS = ("opal_broadcast_connect", "opal_broadcast_publish", "opal_broadcast_subscribe")
+MIGRATION_GUIDE = "docs/plugin-authors.md#migrating-from-the-hooks-contract-0"
 
 #: First-party plugins, so an unknown-scheme error can name the exact ``pip install``.
 FIRST_PARTY = {
@@ -53,14 +61,19 @@ FIRST_PARTY = {
 
 @dataclass(frozen=True)
 class Backbone:
-    """One plugin as the registry knows it: loaded (``hooks`` set) or failed (``error`` set)."""
+    """One plugin as the registry knows it: loaded (``connection`` set) or failed (``error`` set)."""
 
     name: str
     distribution: str | None
     version: str | None
     info: BackboneInfo | None
     error: BaseException | None
-    hooks: Any = None  # the plugin's own pluggy HookRelay: calls reach this plugin only
+    #: The plugin's connection class (for a contract 0 plugin, the adapter around its hooks).
+    connection: type[Connection] | None = None
+    #: The optional capabilities it declared that this core knows.
+    capabilities: frozenset[str] = frozenset()
+    #: Set for a plugin on a deprecated contract: the warning issued when its scheme is first used.
+    deprecation: str | None = None
 
     @property
     def origin(self) -> str:
@@ -102,6 +115,8 @@ class Registry:
         """Register ``plugin`` in-process; it wins over entry-point plugins for its schemes."""
         name = name or _plugin_name(plugin)
         backbone = _load(plugin, name=name, distribution=distribution, version=version)
+        if isinstance(backbone.error, IncompatiblePlugin):
+            raise backbone.error
         if backbone.error is not None:
             raise PluginLoadError(
                 f"Plugin {backbone.name!r} is invalid: {backbone.error}"
@@ -126,11 +141,15 @@ class Registry:
         if cached is not None and cached[0] is plugin:
             return cached[1]
         backbone = _load(plugin, name=_plugin_name(plugin), distribution=None, version=None)
+        if isinstance(backbone.error, IncompatiblePlugin):
+            raise backbone.error
         if backbone.error is not None:
             raise PluginLoadError(
                 f"The backend {backbone.name!r} is not a valid plugin: {backbone.error}"
             ) from backbone.error
         self._adopted[id(plugin)] = (plugin, backbone)
+        if backbone.deprecation:
+            warnings.warn(backbone.deprecation, PluginContractWarning, stacklevel=2)
         return backbone
 
     def unregister(self, backbone: Backbone) -> None:
@@ -154,6 +173,8 @@ class Registry:
         backbone = self._resolved.get(key)
         if backbone is None:
             backbone = self._resolved[key] = self._resolve(scheme, pin)
+            if backbone.deprecation:
+                warnings.warn(backbone.deprecation, PluginContractWarning, stacklevel=2)
         return backbone
 
     def _resolve(self, scheme: str, pin: str | None) -> Backbone:
@@ -187,6 +208,8 @@ class Registry:
 
     def _raise_missing(self, scheme: str) -> None:
         for failed in self._entry_point_backbones:
+            if isinstance(failed.error, IncompatiblePlugin) and scheme in failed.error.schemes:
+                raise failed.error
             if failed.error is not None and (
                 failed.name == scheme or failed.distribution == FIRST_PARTY.get(scheme)
             ):
@@ -245,22 +268,61 @@ def _load_entry_point(ep: EntryPoint) -> Backbone:
 
 
 def _load(plugin: object, *, name: str, distribution: str | None, version: str | None) -> Backbone:
+    """Check the plugin's declaration (and its connection class) now, before any use."""
     manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(_hookspecs)
     try:
         manager.register(plugin, name=name)
-        info = manager.hook.opal_broadcast_backbone()
-        if not isinstance(info, BackboneInfo) or not info.schemes:
-            raise TypeError(
-                "opal_broadcast_backbone() must return a BackboneInfo naming at least one scheme, "
-                f"not {info!r}"
-            )
-        for required in REQUIRED_HOOKS:
-            if not getattr(manager.hook, required).get_hookimpls():
-                raise TypeError(f"the plugin implements no {required} hook")
+        info = check_declaration(manager.hook.opal_broadcast_backbone())
+        distribution = distribution or info.distribution
+        _check_contract(info, name, distribution, version)
+        connection = info.connection
+        if info.contract == 0:
+            for required in REQUIRED_HOOKS:
+                if not getattr(manager.hook, required).get_hookimpls():
+                    raise TypeError(f"the plugin implements no {required} hook")
+            connection = hook_connection_class(manager.hook, name)
     except Exception as exc:
         return Backbone(name, distribution, version, None, exc)
-    return Backbone(name, distribution, version, info, None, manager.hook)
+    unknown = sorted(info.capabilities - CAPABILITIES.keys())
+    if unknown:
+        logger.warning(
+            "opal-broadcast plugin %s declares capabilities this core does not know (ignored): "
+            "%s. Known: %s.",
+            name,
+            ", ".join(unknown),
+            ", ".join(CAPABILITIES),
+        )
+    deprecation = None
+    if info.contract < CONTRACT_VERSION:
+        deprecation = (
+            f"The {_schemes(set(info.schemes))} plugin {distribution or name} implements plugin "
+            f"contract {info.contract} (the nine pluggy hooks), deprecated: opal-broadcast "
+            f"{SUPPORTED_UNTIL} will refuse it. Move it to contract {CONTRACT_VERSION} (a "
+            f"Connection class): see {MIGRATION_GUIDE}."
+        )
+    capabilities = info.capabilities & CAPABILITIES.keys()
+    return Backbone(name, distribution, version, info, None, connection, capabilities, deprecation)
+
+
+def _check_contract(
+    info: BackboneInfo, name: str, distribution: str | None, version: str | None
+) -> None:
+    if OLDEST_CONTRACT <= info.contract <= CONTRACT_VERSION:
+        return
+    from . import __version__
+
+    who = f"{distribution} {version or ''}".strip() if distribution else name
+    if info.contract > CONTRACT_VERSION:
+        fix = "pip install -U opal-broadcast"
+    else:
+        fix = f"pip install -U {distribution}" if distribution else f"update the plugin {name}"
+    raise IncompatiblePlugin(
+        f"The {_schemes(set(info.schemes))} plugin {who} implements plugin contract "
+        f"{info.contract}; opal-broadcast {__version__} implements contract {CONTRACT_VERSION} "
+        f"(and runs contracts {OLDEST_CONTRACT} to {CONTRACT_VERSION}). Fix: {fix}.",
+        schemes=info.schemes,
+    )
 
 
 def _plugin_name(plugin: object) -> str:

@@ -2,7 +2,7 @@
 
 A channel is subscribed on the backbone once, for its first local subscriber, and unsubscribed
 after its last; after a reconnect the supervisor restores every channel that still has
-subscribers. At most one backbone (un)subscribe per channel runs at a time (the hook contract):
+subscribers. At most one backbone (un)subscribe per channel runs at a time (the contract):
 whoever starts one marks the channel *busy* with an event that others wait on. Nothing is held
 while waiting for the connection, so a ``subscribe()`` arriving during a reconnect and the
 restore cannot block each other: the channel becomes live by whichever gets there first.
@@ -26,8 +26,8 @@ __all__ = ["Subscriptions"]
 
 logger = logging.getLogger("opal_broadcast")
 
-#: Channels restored concurrently after a reconnect (one round trip each, so 10,000 channels
-#: take a few hundred round trips instead of 10,000).
+#: Subscribe calls in flight at once while restoring after a reconnect: with one channel per call,
+#: 10,000 channels take a few hundred round trips instead of 10,000; with batches, a few.
 RESTORE_CONCURRENCY = 32
 
 
@@ -55,7 +55,7 @@ class Subscriptions:
             with anyio.fail_after(timeout):
                 while not entry.live:
                     await hub.wait_up()
-                    await self._subscribe_once(channel, entry, report_loss=True)
+                    await self._subscribe_once([(channel, entry)], report_loss=True)
                 entry.subscribers.add(subscriber)
         except TimeoutError:
             raise BackboneUnavailable(
@@ -85,31 +85,34 @@ class Subscriptions:
     async def restore(self) -> None:
         """Subscribe again every channel that has subscribers (the supervisor, once up again).
 
-        Raises what the first failing subscribe raised; the supervisor then reconnects.
+        Channels go in batches of ``hub.batch_size`` (one unless the plugin batches), several
+        batches at a time. Raises what the first failing subscribe raised; the supervisor then
+        reconnects.
         """
         hub = self.hub
-        generation = hub.generation
-        todo = iter([(name, entry) for name, entry in hub.channels if entry.wanted])
+        generation, size = hub.generation, hub.batch_size
+        wanted = [(name, entry) for name, entry in hub.channels if entry.wanted]
+        batches = iter([wanted[i : i + size] for i in range(0, len(wanted), size)])
         failures: list[Exception] = []
 
         async def work() -> None:
-            for channel, entry in todo:
+            for batch in batches:
                 if failures or hub.generation != generation:
                     return
                 try:
                     with anyio.fail_after(hub.timings.connect_timeout):
-                        while (
-                            not entry.live
-                            and entry.wanted
-                            and hub.is_up  # lost again: the supervisor goes round
-                            and hub.generation == generation
-                        ):
-                            await self._subscribe_once(channel, entry, report_loss=False)
+                        # Lost again (not up, or a newer connection): the supervisor goes round.
+                        while hub.is_up and hub.generation == generation:
+                            todo = [(c, e) for c, e in batch if e.wanted and not e.live]
+                            if not todo:
+                                break
+                            await self._subscribe_once(todo, report_loss=False)
                 except Exception as exc:
                     failures.append(exc)
                     return
-                if not entry.wanted:  # its last subscriber left meanwhile
-                    await self._unsubscribe_unwanted(channel, entry)
+                for channel, entry in batch:
+                    if not entry.wanted:  # its last subscriber left meanwhile
+                        await self._unsubscribe_unwanted(channel, entry)
 
         async with anyio.create_task_group() as tasks:
             for _ in range(RESTORE_CONCURRENCY):
@@ -117,32 +120,41 @@ class Subscriptions:
         if failures:
             raise failures[0]
 
-    async def _subscribe_once(self, channel: str, entry: Channel, *, report_loss: bool) -> None:
-        """One try at making ``channel`` live on the current connection.
+    async def _subscribe_once(
+        self, channels: list[tuple[str, Channel]], *, report_loss: bool
+    ) -> None:
+        """One try at making ``channels`` live on the current connection, in one plugin call.
 
-        If another call is already (un)subscribing it, wait for that one instead; the caller
-        loops until the channel is live. With ``report_loss``, a subscribe that fails for want
-        of the backbone reports the connection lost and returns (the caller waits for the
-        reconnect); anything else is raised.
+        Channels another call is already (un)subscribing are left to it and waited for; the
+        caller loops until every channel is live. With ``report_loss``, a subscribe that fails
+        for want of the backbone reports the connection lost and returns (the caller waits for
+        the reconnect); anything else is raised.
         """
-        if entry.busy is not None:
-            await entry.busy.wait()
-            return
         hub = self.hub
-        generation, link = hub.generation, hub.link
-        entry.busy = done = anyio.Event()
-        try:
-            await hub.hooks.opal_broadcast_subscribe(connection=hub.connection, channel=channel)
-        except Exception as exc:
-            if not (report_loss and _unavailable(exc)) or link is None:
-                raise
-            hub.lost(link, exc)
-            return
-        finally:
-            entry.busy = None
-            done.set()
-        # A loss while subscribing leaves the new connection unsubscribed.
-        entry.live = generation == hub.generation and hub.is_up
+        others = [entry.busy for _, entry in channels if entry.busy is not None]
+        mine = [(name, entry) for name, entry in channels if entry.busy is None]
+        if mine:
+            generation, link = hub.generation, hub.link
+            done = anyio.Event()
+            for _, entry in mine:
+                entry.busy = done
+            try:
+                await hub.connection.subscribe([name for name, _ in mine])
+            except Exception as exc:
+                if not (report_loss and _unavailable(exc)) or link is None:
+                    raise
+                hub.lost(link, exc)
+                return
+            finally:
+                for _, entry in mine:
+                    entry.busy = None
+                done.set()
+            # A loss while subscribing leaves the new connection unsubscribed.
+            live = generation == hub.generation and hub.is_up
+            for _, entry in mine:
+                entry.live = live
+        for busy in others:
+            await busy.wait()
 
     async def _unsubscribe_unwanted(self, channel: str, entry: Channel) -> None:
         hub = self.hub
@@ -153,11 +165,7 @@ class Subscriptions:
                 entry.live = False
                 entry.busy = done = anyio.Event()
                 try:
-                    result = hub.hooks.opal_broadcast_unsubscribe(
-                        connection=hub.connection, channel=channel
-                    )
-                    if result is not None:
-                        await result
+                    await hub.connection.unsubscribe([channel])
                 except Exception as exc:
                     logger.debug("unsubscribing %r failed (ignored): %s", channel, exc)
                 finally:

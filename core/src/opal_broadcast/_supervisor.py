@@ -53,8 +53,7 @@ class Supervisor:
         hub = self.hub
         try:
             async with anyio.create_task_group() as tasks:
-                if hub.hooks.opal_broadcast_probe.get_hookimpls():
-                    tasks.start_soon(self._probe_forever)
+                tasks.start_soon(self._probe_forever)
                 while True:
                     await hub.lost_event.wait()
                     await self._reconnect()
@@ -75,9 +74,7 @@ class Supervisor:
                 continue
             try:
                 with anyio.fail_after(timings.probe_timeout):
-                    result = hub.hooks.opal_broadcast_probe(connection=connection)
-                    if result is not None:
-                        await result
+                    await connection.probe()
             except BaseException as exc:
                 if not (isinstance(exc, Exception) or stray_cancellation(exc)):
                     raise

@@ -12,13 +12,14 @@ import pytest
 from opal_broadcast import (
     AuthenticationFailed,
     BackboneUnavailable,
+    BackboneURL,
     Broadcast,
     InvalidChannel,
     InvalidOption,
     InvalidURL,
     MessageTooLarge,
 )
-from opal_broadcast_nats import plugin
+from opal_broadcast_nats._connection import NatsConnection
 
 from .conftest import NatsServer, free_port
 
@@ -33,7 +34,7 @@ def anyio_backend() -> str:
 
 
 def test_the_entry_point_module_imports_no_driver() -> None:
-    """Discovery stays cheap and safe: loading the hooks module does not import nats-py."""
+    """Discovery stays cheap and safe: loading the declaration does not import nats-py."""
     code = "import sys, opal_broadcast_nats.plugin; print('nats' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -45,12 +46,11 @@ def test_the_entry_point_module_imports_no_driver() -> None:
     "channel",
     ["a b", "tab\there", "line\nbreak", "a.*", "a.>", "a*", ".a", "a.", "a..b", "x" * 1025],
 )
-async def test_channels_that_are_not_literal_subjects_are_refused_before_io(channel: str) -> None:
-    """The hooks check the name before touching the connection (here: none at all)."""
+def test_channels_that_are_not_literal_subjects_are_refused_before_io(channel: str) -> None:
+    """The check the core runs before a name's first use needs no connection (here: none)."""
+    url = BackboneURL.parse("nats://127.0.0.1:1")
     with pytest.raises(InvalidChannel):
-        await plugin.opal_broadcast_publish(connection=None, channel=channel, message="x")  # type: ignore[arg-type]
-    with pytest.raises(InvalidChannel):
-        await plugin.opal_broadcast_subscribe(connection=None, channel=channel)  # type: ignore[arg-type]
+        NatsConnection.check_channel(url, {}, channel)
 
 
 async def test_dotted_and_punctuated_names_round_trip(nats_server: NatsServer) -> None:

@@ -1,7 +1,7 @@
 """One NATS connection through nats-py's asyncio client, reporting to the core through its link.
 
-Imported only when the first ``nats://`` connection opens (see ``plugin``): this is the one module
-that imports the driver.
+The core imports this module at discovery, so nats-py is imported lazily: when the first
+connection opens (``lazy_import``); only annotations name its types directly.
 """
 
 from __future__ import annotations
@@ -9,25 +9,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from nats import errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-
-from opal_broadcast import (
+from opal_broadcast.plugin import (
     AuthenticationFailed,
-    BackboneLink,
     BackboneUnavailable,
     BackboneURL,
     BroadcastError,
+    Link,
     MessageTooLarge,
+    lazy_import,
 )
 
+from ._options import check_subject, settings_for
+
 if TYPE_CHECKING:
-    from .plugin import Settings
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+client = lazy_import("nats.aio.client", distribution="opal-broadcast-nats")
+errors = lazy_import("nats.errors", distribution="opal-broadcast-nats")
 
 __all__ = ["NatsConnection"]
 
@@ -38,19 +40,20 @@ PONG_TIMEOUT = 10
 
 
 class NatsConnection:
-    """The handle the core passes back to every hook: one nats-py client and its subscriptions."""
+    """One nats-py client and its subscriptions (the plugin contract's ``Connection``)."""
 
-    def __init__(self, url: BackboneURL, link: BackboneLink) -> None:
+    def __init__(self, url: BackboneURL, link: Link) -> None:
         self.url = url
         self.link = link
-        self.client = Client()
+        self.client = client.Client()
         self.subscriptions: dict[str, Subscription] = {}
         self._closing = False
         self._last_error: Exception | None = None
 
     @classmethod
-    async def open(cls, url: BackboneURL, settings: Settings, link: BackboneLink) -> NatsConnection:
-        """Connect to the first server of ``settings.servers`` that answers, or raise a typed error."""
+    async def open(cls, url: BackboneURL, options: Mapping[str, Any], link: Link) -> NatsConnection:
+        """Connect to the first server of the URL that answers, or raise a typed error."""
+        settings = settings_for(url, options)
         connection = cls(url, link)
         user, password, token = url.username, url.password, None
         if user is not None and password is None:
@@ -84,6 +87,16 @@ class NatsConnection:
             raise
         return connection
 
+    @classmethod
+    def check_channel(cls, url: BackboneURL, options: Mapping[str, Any], channel: str) -> None:
+        check_subject(channel)
+
+    @classmethod
+    def check_message(
+        cls, url: BackboneURL, options: Mapping[str, Any], channel: str, message: str | bytes
+    ) -> None:
+        """Nothing to check without the server: its ``max_payload`` is known once connected."""
+
     async def close(self) -> None:
         """Close the client and everything it runs. Never raises: it may be broken already."""
         self._closing = True
@@ -92,8 +105,9 @@ class NatsConnection:
         except Exception as exc:
             logger.debug("closing %s failed (ignored): %s", self.url, self._describe(exc))
 
-    async def publish(self, subject: str, payload: bytes) -> None:
+    async def publish(self, channel: str, message: str | bytes) -> None:
         """Send one message and return once the server has it."""
+        payload = message.encode() if isinstance(message, str) else message
         limit = self.client.max_payload  # from the server's INFO: its max_payload setting
         if len(payload) > limit:
             raise MessageTooLarge(
@@ -102,28 +116,35 @@ class NatsConnection:
                 "nats-server configuration."
             )
         try:
-            await self.client.publish(subject, payload)
+            await self.client.publish(channel, payload)
         except errors.Error as exc:
             raise self._unavailable("publish to", exc) from exc
         await self.round_trip()
 
-    async def subscribe(self, subject: str) -> None:
-        """Deliver ``subject``'s messages to the link; return once the server has the interest."""
-        if subject not in self.subscriptions:
-            try:
-                self.subscriptions[subject] = await self.client.subscribe(
-                    subject, cb=self._receiver(subject)
-                )
-            except errors.Error as exc:
-                raise self._unavailable(f"subscribe to {subject!r} on", exc) from exc
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        """Deliver each channel's messages to the link; return once the server has the interest
+        (one PING after all the SUBs)."""
+        for subject in channels:
+            if subject not in self.subscriptions:
+                try:
+                    self.subscriptions[subject] = await self.client.subscribe(
+                        subject, cb=self._receiver(subject)
+                    )
+                except errors.Error as exc:
+                    raise self._unavailable(f"subscribe to {subject!r} on", exc) from exc
         await self.round_trip()
 
-    async def unsubscribe(self, subject: str) -> None:
-        """Stop receiving ``subject`` (a closed connection has no interest left to remove)."""
-        subscription = self.subscriptions.pop(subject, None)
-        if subscription is not None:
-            with contextlib.suppress(errors.ConnectionClosedError):
-                await subscription.unsubscribe()
+    async def unsubscribe(self, channels: Sequence[str]) -> None:
+        """Stop receiving ``channels`` (a closed connection has no interest left to remove)."""
+        for subject in channels:
+            subscription = self.subscriptions.pop(subject, None)
+            if subscription is not None:
+                with contextlib.suppress(errors.ConnectionClosedError):
+                    await subscription.unsubscribe()
+
+    async def probe(self) -> None:
+        """A round trip (PING/PONG): a frozen server does not answer."""
+        await self.round_trip()
 
     async def round_trip(self) -> None:
         """Return once the server has processed all we sent: a PING, answered by a PONG.

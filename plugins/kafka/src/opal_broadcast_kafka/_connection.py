@@ -19,35 +19,43 @@ import asyncio
 import logging
 import random
 import ssl
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import aiokafka.errors as kafka_errors  # type: ignore[import-untyped]
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.conn import collect_hosts, create_conn  # type: ignore[import-untyped]
-from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
-from aiokafka.record.default_records import (  # type: ignore[import-untyped]
-    DefaultRecordBatchBuilder,
-)
-from aiokafka.structs import TopicPartition  # type: ignore[import-untyped]
-
-from opal_broadcast import (
+from opal_broadcast.plugin import (
     AuthenticationFailed,
     BackboneError,
-    BackboneLink,
     BackboneUnavailable,
     BackboneURL,
     BroadcastError,
     InvalidMessage,
     InvalidOption,
+    Link,
     MessageTooLarge,
+    lazy_import,
 )
 
-from ._cluster import Cluster, describe
 from ._redaction import protect
-from ._settings import Settings
+from ._settings import Settings, settings_for, topic_prefix
 from ._topics import TopicNames
 
+# aiokafka (and _cluster, built on it) are imported when the first connection opens: the core
+# imports this module at discovery, which must not depend on the driver.
+_DIST = "opal-broadcast-kafka"
+aiokafka = lazy_import("aiokafka", distribution=_DIST)
+kafka_errors = lazy_import("aiokafka.errors", distribution=_DIST)
+aiokafka_conn = lazy_import("aiokafka.conn", distribution=_DIST)
+aiokafka_helpers = lazy_import("aiokafka.helpers", distribution=_DIST)
+aiokafka_records = lazy_import("aiokafka.record.default_records", distribution=_DIST)
+aiokafka_structs = lazy_import("aiokafka.structs", distribution=_DIST)
+cluster = lazy_import("opal_broadcast_kafka._cluster", distribution=_DIST)
+
 __all__ = ["BYTES_HEADER", "KafkaConnection"]
+
+DEFAULT_CAP = 1048576
+#: Upper bound of what a record batch adds to a payload without headers (61 + 21 bytes).
+RECORD_OVERHEAD = 100
+_prefixes: dict[str, TopicNames] = {}
 
 logger = logging.getLogger("opal_broadcast.kafka")
 
@@ -71,7 +79,7 @@ class KafkaConnection:
         self,
         url: BackboneURL,
         settings: Settings,
-        link: BackboneLink,
+        link: Link,
         producer: Any,
         consumer: Any,
     ) -> None:
@@ -81,7 +89,7 @@ class KafkaConnection:
         self.producer = producer
         self.consumer = consumer
         self.topics = TopicNames(settings.topic_prefix)
-        self.cluster = Cluster(producer.client, settings, self.where)
+        self.cluster = cluster.Cluster(producer.client, settings, self.where)
         #: subscribed topic -> its channel
         self.channels: dict[str, str] = {}
         #: next offset to deliver, per assigned partition (shared with ``link.resume_state``)
@@ -102,18 +110,19 @@ class KafkaConnection:
 
     @classmethod
     async def open(
-        cls, url: BackboneURL, settings: Settings, link: BackboneLink
+        cls, url: BackboneURL, options: Mapping[str, Any], link: Link
     ) -> KafkaConnection:
         """Start a producer and a consumer, or raise a typed error saying why not."""
+        settings = settings_for(url, options)
         protect(settings.secrets)
         for secret in settings.secrets:
             link.keep_secret(secret)
         tls = _ssl_context(settings, str(url))
         common = {**settings.client_options(), "ssl_context": tls}
-        producer = AIOKafkaProducer(
+        producer = aiokafka.AIOKafkaProducer(
             **common, acks=settings.acks, linger_ms=0, max_request_size=settings.max_request_size
         )
-        consumer = AIOKafkaConsumer(
+        consumer = aiokafka.AIOKafkaConsumer(
             **common,
             group_id=None,
             enable_auto_commit=False,
@@ -140,6 +149,32 @@ class KafkaConnection:
         connection = cls(url, settings, link, producer, consumer)
         connection._adopt(link.resume_state)
         return connection
+
+    @classmethod
+    def check_channel(cls, url: BackboneURL, options: Mapping[str, Any], channel: str) -> None:
+        """The channel's topic name must be a valid Kafka topic name."""
+        _names(topic_prefix(url, options)).topic(channel)
+
+    @classmethod
+    def check_message(
+        cls, url: BackboneURL, options: Mapping[str, Any], channel: str, message: str | bytes
+    ) -> None:
+        """Within ``max_request_size`` (a generous estimate: only called while the brokers are
+        unreachable; once connected, :meth:`publish` checks the exact record size)."""
+        cap = options.get("max_request_size", url.options.get("max_request_size", DEFAULT_CAP))
+        try:
+            size = len(message.encode() if isinstance(message, str) else message)
+        except UnicodeEncodeError as exc:
+            raise InvalidMessage(
+                f"The message is not valid Unicode text ({exc.reason} at {exc.start}): encode "
+                "it yourself and publish bytes."
+            ) from None
+        if str(cap).isdigit() and size + RECORD_OVERHEAD > int(cap):
+            raise MessageTooLarge(
+                f"The message is {size} bytes, over the {cap}-byte max_request_size; nothing was "
+                "sent. Send less, or raise the kafka:// option max_request_size together with "
+                "the brokers' message.max.bytes."
+            )
 
     def _adopt(self, state: dict[str, Any]) -> None:
         # What the previous connection delivered up to (its positions) and what it had not
@@ -201,7 +236,9 @@ class KafkaConnection:
             raise self._publish_error(topic, exc) from exc
 
     def _check_size(self, payload: bytes, headers: list[tuple[str, bytes]] | None) -> None:
-        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(None, payload, headers or [])
+        size = aiokafka_records.DefaultRecordBatchBuilder.estimate_size_in_bytes(
+            None, payload, headers or []
+        )
         cap = self.settings.max_request_size
         if size > cap:
             raise MessageTooLarge(
@@ -227,11 +264,15 @@ class KafkaConnection:
 
     # -- subscriptions ------------------------------------------------------------------------
 
-    async def subscribe(self, channel: str) -> None:
-        """Read every partition of the channel's topic from a fixed position, then return."""
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        """Read every partition of each channel's topic from a fixed position, then return."""
+        for channel in channels:
+            await self._subscribe(channel)
+
+    async def _subscribe(self, channel: str) -> None:
         topic = self.topics.topic(channel)
         await self._prepare(topic)
-        wanted = [TopicPartition(topic, p) for p in self._partitions[topic]]
+        wanted = [aiokafka_structs.TopicPartition(topic, p) for p in self._partitions[topic]]
         starts = {tp: self.positions[tp] for tp in wanted if tp in self.positions}
         resumed = {tp: self._restorable[tp] for tp in wanted if tp in self._restorable}
         missing = [tp for tp in wanted if tp not in starts and tp not in resumed]
@@ -249,12 +290,13 @@ class KafkaConnection:
         self.positions.update(starts)
         self._assign()
 
-    def unsubscribe(self, channel: str) -> None:
-        """Stop reading the channel's partitions; the other channels keep their positions."""
-        topic = self.topics.topic(channel)
-        if self.channels.pop(topic, None) is None:
+    async def unsubscribe(self, channels: Sequence[str]) -> None:
+        """Stop reading the channels' partitions; the other channels keep their positions."""
+        topics = {self.topics.topic(channel) for channel in channels}
+        removed = {topic for topic in topics if self.channels.pop(topic, None) is not None}
+        if not removed:
             return
-        for tp in [tp for tp in self.positions if tp.topic == topic]:
+        for tp in [tp for tp in self.positions if tp.topic in removed]:
             del self.positions[tp]
         self._assign()
 
@@ -375,7 +417,7 @@ class KafkaConnection:
     # -- errors -------------------------------------------------------------------------------
 
     def _describe(self, exc: BaseException) -> str:
-        return self.settings.redact(describe(exc))
+        return self.settings.redact(cluster.describe(exc))
 
     def _unavailable(self, doing: str, exc: Exception) -> BackboneUnavailable:
         return BackboneUnavailable(f"Could not {doing} {self.where}: {self._describe(exc)}.")
@@ -413,7 +455,7 @@ def _ssl_context(settings: Settings, where: str) -> ssl.SSLContext | None:
     if not settings.uses_tls:
         return None
     try:
-        return create_ssl_context(  # type: ignore[no-any-return]
+        return aiokafka_helpers.create_ssl_context(  # type: ignore[no-any-return]
             cafile=settings.ssl_cafile,
             capath=settings.ssl_capath,
             certfile=settings.ssl_certfile,
@@ -434,13 +476,15 @@ async def _connect_error(
     """Why the clients could not start. aiokafka says only "Unable to bootstrap" (it logs each
     server's error), so each server is tried again, once, to find the cause."""
     if not isinstance(failure, kafka_errors.KafkaConnectionError):
-        detail = settings.redact(describe(failure))
+        detail = settings.redact(cluster.describe(failure))
         return BackboneUnavailable(f"Could not connect to {url}: {detail}.")
     reasons = []
     answered = 0
-    for host, port, _family in collect_hosts(settings.bootstrap_servers, randomize=False):
+    for host, port, _family in aiokafka_conn.collect_hosts(
+        settings.bootstrap_servers, randomize=False
+    ):
         try:
-            conn = await create_conn(
+            conn = await aiokafka_conn.create_conn(
                 host,
                 port,
                 client_id=settings.client_id,
@@ -468,7 +512,7 @@ async def _connect_error(
                 "against the listener's configuration."
             )
         except Exception as exc:
-            reasons.append(f"{host}:{port}: {settings.redact(describe(exc))}")
+            reasons.append(f"{host}:{port}: {settings.redact(cluster.describe(exc))}")
         else:
             conn.close()
             answered += 1
@@ -530,3 +574,12 @@ def _keep(task: asyncio.Future[Any]) -> asyncio.Future[Any]:
 
     task.add_done_callback(done)
     return task
+
+
+def _names(prefix: str) -> TopicNames:
+    names = _prefixes.get(prefix)
+    if names is None:
+        if len(_prefixes) >= 64:
+            _prefixes.clear()
+        names = _prefixes[prefix] = TopicNames(prefix)
+    return names

@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from opal_broadcast import BackboneLink
+from opal_broadcast.plugin import BackboneURL, Link
 
 from ._codec import MARK, Encoder, Reassembler, check_channel
 from ._connect import close_quietly, import_asyncpg, open_connection, unavailable
@@ -34,7 +34,7 @@ _UNICODE_ENCODINGS = ("UTF8", "SQL_ASCII")
 class PostgresConnection:
     """The plugin's handle for one shared backbone connection (see the module docstring)."""
 
-    def __init__(self, config: PostgresConfig, link: BackboneLink, listener: Any) -> None:
+    def __init__(self, config: PostgresConfig, link: Link, listener: Any) -> None:
         self.config = config
         self._link = link
         self._deliver = link.deliver
@@ -54,8 +54,11 @@ class PostgresConnection:
         listener.add_termination_listener(self._on_termination)
 
     @classmethod
-    async def open(cls, config: PostgresConfig, link: BackboneLink) -> PostgresConnection:
+    async def open(
+        cls, url: BackboneURL, options: Mapping[str, Any], link: Link
+    ) -> PostgresConnection:
         """Connect the listening session (publishing lanes open on first use)."""
+        config = PostgresConfig.parse(url, options)
         listener = await open_connection(
             config, "listen", statement_cache_size=0, connection_class=_listening_class()
         )
@@ -67,24 +70,43 @@ class PostgresConnection:
         listener.opal_notify = connection._receive
         return connection
 
-    # -- hooks ------------------------------------------------------------------------------
-
-    async def subscribe(self, channel: str) -> None:
-        """LISTEN on ``channel`` (quoted by asyncpg); live once this returns."""
+    @classmethod
+    def check_channel(cls, url: BackboneURL, options: Mapping[str, Any], channel: str) -> None:
+        """A name PostgreSQL takes as an identifier (see ``_codec.check_channel``)."""
         check_channel(channel)
-        async with self._lock:
-            try:
-                await self._listener.add_listener(channel, self._on_notification)
-            except self._broken as exc:
-                raise unavailable(self.config, exc, f"LISTEN on {channel!r} failed") from exc
 
-    async def unsubscribe(self, channel: str) -> None:
-        """UNLISTEN ``channel``."""
+    @classmethod
+    def check_message(
+        cls, url: BackboneURL, options: Mapping[str, Any], channel: str, message: str | bytes
+    ) -> None:
+        """Within ``max_message_size``: only called while the server is unreachable."""
+        Encoder(PostgresConfig.parse(url, options).max_message_size).encode(message)
+
+    # -- the contract -----------------------------------------------------------------------
+
+    def publish(self, channel: str, message: str | bytes) -> Awaitable[None]:
+        # Not ``async def``: the hot path saves a coroutine frame. The channel was checked already.
+        return self.publisher.publish(channel, message)
+
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        """LISTEN on each channel (quoted by asyncpg); live once this returns."""
+        for channel in channels:
+            check_channel(channel)
         async with self._lock:
-            try:
-                await self._listener.remove_listener(channel, self._on_notification)
-            except self._broken as exc:
-                raise unavailable(self.config, exc, f"UNLISTEN of {channel!r} failed") from exc
+            for channel in channels:
+                try:
+                    await self._listener.add_listener(channel, self._on_notification)
+                except self._broken as exc:
+                    raise unavailable(self.config, exc, f"LISTEN on {channel!r} failed") from exc
+
+    async def unsubscribe(self, channels: Sequence[str]) -> None:
+        """UNLISTEN each channel."""
+        async with self._lock:
+            for channel in channels:
+                try:
+                    await self._listener.remove_listener(channel, self._on_notification)
+                except self._broken as exc:
+                    raise unavailable(self.config, exc, f"UNLISTEN of {channel!r} failed") from exc
 
     async def probe(self) -> None:
         """``SELECT 1`` on the listening session; the core bounds it with ``probe_timeout``."""

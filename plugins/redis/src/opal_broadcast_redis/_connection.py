@@ -23,17 +23,19 @@ from __future__ import annotations
 import asyncio
 import inspect
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from opal_broadcast import (
+from opal_broadcast.plugin import (
     AuthenticationFailed,
     BackboneError,
-    BackboneLink,
     BackboneUnavailable,
+    BackboneURL,
+    ConfigurationError,
     InvalidChannel,
     InvalidMessage,
     InvalidOption,
+    Link,
     MessageTooLarge,
 )
 
@@ -58,7 +60,7 @@ _AUTH_CODES = ("NOAUTH", "WRONGPASS", "NOPERM")
 class RedisConnection:
     """Both wires of one backbone connection, and the channel names subscribed on it."""
 
-    def __init__(self, config: RedisConfig, link: BackboneLink) -> None:
+    def __init__(self, config: RedisConfig, link: Link) -> None:
         self.config = config
         self._link = link
         if config.password:  # from an option or the environment: the core masks it too
@@ -74,7 +76,36 @@ class RedisConnection:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def open(self) -> None:
+    @classmethod
+    async def open(
+        cls, url: BackboneURL, options: Mapping[str, Any], link: Link
+    ) -> RedisConnection:
+        """Check the URL and options, then connect both wires (see :meth:`_connect`)."""
+        config = RedisConfig.parse(url, options)
+        try:
+            import redis.asyncio  # noqa: F401 - a clear error now rather than deep in connect
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"The {url.scheme}:// backbone needs redis-py: pip install opal-broadcast-redis "
+                f"(or pip install 'redis>=4.3.4'). Import failed: {exc}"
+            ) from exc
+        connection = cls(config, link)
+        await connection._connect()
+        return connection
+
+    @classmethod
+    def check_channel(cls, url: BackboneURL, options: Mapping[str, Any], channel: str) -> None:
+        """Any text Redis can carry: names are encoded as UTF-8 (see :func:`_channel_bytes`)."""
+        _channel_bytes(channel)
+
+    @classmethod
+    def check_message(
+        cls, url: BackboneURL, options: Mapping[str, Any], channel: str, message: str | bytes
+    ) -> None:
+        """Within ``proto-max-bulk-len``; text must be valid Unicode."""
+        _payload(message)
+
+    async def _connect(self) -> None:
         """Connect both wires, check each answers a PING, or raise a typed error."""
         loop = asyncio.get_running_loop()
         tasks = [
@@ -98,7 +129,7 @@ class RedisConnection:
         self._publisher, self._subscriber = (task.result() for task in tasks)
         if self._lost is not None:
             # The core ignores a loss reported before connect() returns: say it here.
-            self.close()
+            self._abort()
             raise BackboneUnavailable(f"{self.config.url} closed the connection: {self._lost}.")
 
     async def _open_wire(
@@ -155,7 +186,11 @@ class RedisConnection:
                 attempt.cancel()
                 attempt.add_done_callback(lambda _: _release(connection))
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Close both wires now (see :meth:`_abort`)."""
+        self._abort()
+
+    def _abort(self) -> None:
         """Close both wires now (abort: no round trip, nothing to wait for)."""
         self._closed = True
         for wire in (self._publisher, self._subscriber):
@@ -173,18 +208,7 @@ class RedisConnection:
     async def publish(self, channel: str, message: str | bytes) -> None:
         """PUBLISH, pipelined with concurrent ones; returns once Redis has answered."""
         name = _channel_bytes(channel)
-        if type(message) is str:
-            try:
-                payload = message.encode()
-            except UnicodeEncodeError as exc:
-                raise InvalidMessage(f"The message is not valid Unicode text: {exc}.") from None
-        else:
-            payload = message  # type: ignore[assignment]  # bytes (checked by the core)
-        if len(payload) > MAX_MESSAGE_BYTES:
-            raise MessageTooLarge(
-                f"The message has {len(payload)} bytes; Redis accepts at most "
-                f"{MAX_MESSAGE_BYTES} (proto-max-bulk-len). Send a reference to the data instead."
-            )
+        payload = _payload(message)
         wire = self._publisher
         assert wire is not None
         if not wire.writable:  # its send buffer is full, or it broke
@@ -214,31 +238,36 @@ class RedisConnection:
         assert self._publisher is not None
         return self._publisher
 
-    async def subscribe(self, channel: str) -> None:
-        """SUBSCRIBE; returns when Redis has confirmed it, so a later PUBLISH reaches us."""
-        name = _channel_bytes(channel)
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        """One SUBSCRIBE for every channel; returns when Redis has confirmed it, so a later
+        PUBLISH reaches us."""
+        names = [_channel_bytes(channel) for channel in channels]
         wire = self._subscriber
         assert wire is not None
-        self._names[name] = channel
+        self._names.update(zip(names, channels, strict=True))
         try:
-            reply = await wire.request(command(b"SUBSCRIBE", name))
+            reply = await wire.request(command(b"SUBSCRIBE", *names), replies=len(names))
             self._check(reply, "SUBSCRIBE")
         except BaseException:
-            self._names.pop(name, None)
+            for name in names:
+                self._names.pop(name, None)
             if wire.broken is None:
                 # Cancelled midway: Redis may have subscribed already. Undo it (in order on the
-                # wire, before any later SUBSCRIBE of the channel); nobody waits for the answer.
-                wire.request(command(b"UNSUBSCRIBE", name)).add_done_callback(_ignore)
+                # wire, before any later SUBSCRIBE of the channels); nobody waits for the answer.
+                undo = wire.request(command(b"UNSUBSCRIBE", *names), replies=len(names))
+                undo.add_done_callback(_ignore)
             raise
 
-    async def unsubscribe(self, channel: str) -> None:
-        """UNSUBSCRIBE; messages already on their way for the channel are dropped."""
-        name = _channel_bytes(channel)
+    async def unsubscribe(self, channels: Sequence[str]) -> None:
+        """One UNSUBSCRIBE; messages already on their way for the channels are dropped."""
+        names = [_channel_bytes(channel) for channel in channels]
         wire = self._subscriber
         assert wire is not None
-        self._names.pop(name, None)
+        for name in names:
+            self._names.pop(name, None)
         if wire.broken is None:
-            self._check(await wire.request(command(b"UNSUBSCRIBE", name)), "UNSUBSCRIBE")
+            reply = await wire.request(command(b"UNSUBSCRIBE", *names), replies=len(names))
+            self._check(reply, "UNSUBSCRIBE")
 
     async def probe(self) -> None:
         """PING both wires; the core's deadline turns a frozen one into a loss.
@@ -421,6 +450,23 @@ async def _answers_plaintext(host: str, port: int) -> bool:
     except (OSError, asyncio.TimeoutError):
         return False
     return answer[:1] in (b"+", b"-")
+
+
+def _payload(message: str | bytes) -> bytes:
+    """The bytes to PUBLISH, or ``InvalidMessage``/``MessageTooLarge``."""
+    if type(message) is str:
+        try:
+            payload = message.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidMessage(f"The message is not valid Unicode text: {exc}.") from None
+    else:
+        payload = message  # type: ignore[assignment]  # bytes (checked by the core)
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(
+            f"The message has {len(payload)} bytes; Redis accepts at most "
+            f"{MAX_MESSAGE_BYTES} (proto-max-bulk-len). Send a reference to the data instead."
+        )
+    return payload
 
 
 def _channel_bytes(channel: str) -> bytes:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from opal_broadcast import BackboneUnavailable
 
-from ._resp import Parser, ProtocolError, Reply
+from ._resp import ErrorReply, Parser, ProtocolError, Reply
 
 __all__ = ["Wire"]
 
@@ -74,13 +74,21 @@ class Wire(asyncio.Protocol):
 
     # -- requests ---------------------------------------------------------------------------
 
-    def request(self, data: bytes) -> asyncio.Future[Reply]:
-        """Send one encoded command; the future resolves to its reply (an ``ErrorReply`` too)."""
+    def request(self, data: bytes, replies: int = 1) -> asyncio.Future[Reply]:
+        """Send one encoded command; the future resolves to its reply (an ``ErrorReply`` too).
+
+        ``replies``: how many replies the command gets when it succeeds (``SUBSCRIBE a b c``
+        gets one per channel); the future resolves with the first, and an error reply
+        answers the whole command.
+        """
         if self.broken is not None:
             raise BackboneUnavailable(f"the {self.label} is lost: {self.broken}")
         future: asyncio.Future[Reply] = self._loop.create_future()
-        self._waiting.append(future)
-        if self._outgoing or len(self._waiting) > 1:
+        if replies == 1:
+            self._waiting.append(future)
+        else:
+            self._waiting.extend([future] * replies)
+        if self._outgoing or len(self._waiting) > replies:
             self._outgoing.append(data)
             if not self._flush_pending:
                 self._flush_pending = True
@@ -122,6 +130,9 @@ class Wire(asyncio.Protocol):
                 future = waiting.popleft()
                 if not future.done():  # done only if its caller was cancelled
                     future.set_result(reply)
+                if type(reply) is ErrorReply:  # it answers the whole command
+                    while waiting and waiting[0] is future:
+                        waiting.popleft()
             else:
                 self._lose(f"unexpected reply {reply!r:.80}")
                 return

@@ -1,0 +1,75 @@
+"""The plugin author's contract: everything a backbone plugin imports from the core, in one module.
+
+A plugin is a distribution with one entry point in the ``opal_broadcast`` group, naming a module
+that implements one hook and imports no driver::
+
+    # pyproject.toml
+    [project.entry-points.opal_broadcast]
+    nats = "opal_broadcast_nats.plugin"
+
+    # opal_broadcast_nats/plugin.py
+    from opal_broadcast.plugin import CONTRACT_VERSION, BackboneInfo, hookimpl
+    from ._connection import NatsConnection  # imports nats-py inside NatsConnection.open only
+
+    @hookimpl
+    def opal_broadcast_backbone() -> BackboneInfo:
+        return BackboneInfo(
+            schemes=("nats",), contract=CONTRACT_VERSION, connection=NatsConnection,
+            async_libraries=("asyncio",), summary="NATS core pub/sub on nats-py",
+        )
+
+``NatsConnection`` implements :class:`Connection`; the core gives it a :class:`Link`. The core
+checks the declaration when it discovers the plugin (a missing method, a wrong signature, a bad
+scheme or a contract version it does not implement is reported then, naming the fix), and mypy
+checks ``connection=NatsConnection`` against :class:`Connection` in the author's editor.
+
+Compatibility: the contract version changes only when a plugin written for the previous one
+would break. Adding an optional capability or a new error type is not such a change.
+The guide is ``docs/plugin-authors.md``; the conformance kit is :mod:`opal_broadcast.testing`.
+"""
+
+from ._contract import CAPABILITIES, CONTRACT_VERSION, BackboneInfo, Connection, Link
+from ._errors import (
+    AccessDenied,
+    AuthenticationFailed,
+    BackboneError,
+    BackboneUnavailable,
+    BroadcastError,
+    ConfigurationError,
+    IncompatiblePlugin,
+    InvalidChannel,
+    InvalidMessage,
+    InvalidOption,
+    InvalidURL,
+    MessageTooLarge,
+    PluginContractWarning,
+)
+from ._hookspecs import hookimpl
+from ._lazy import lazy_import
+from ._url import BackboneURL, HostPort, take_options
+
+__all__ = [
+    "CAPABILITIES",
+    "CONTRACT_VERSION",
+    "AccessDenied",
+    "AuthenticationFailed",
+    "BackboneError",
+    "BackboneInfo",
+    "BackboneURL",
+    "BackboneUnavailable",
+    "BroadcastError",
+    "ConfigurationError",
+    "Connection",
+    "HostPort",
+    "IncompatiblePlugin",
+    "InvalidChannel",
+    "InvalidMessage",
+    "InvalidOption",
+    "InvalidURL",
+    "Link",
+    "MessageTooLarge",
+    "PluginContractWarning",
+    "hookimpl",
+    "lazy_import",
+    "take_options",
+]
