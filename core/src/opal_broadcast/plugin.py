@@ -46,6 +46,7 @@ from ._errors import (
 )
 from ._hookspecs import hookimpl
 from ._lazy import lazy_import
+from ._options import Option, Options
 from ._url import BackboneURL, HostPort, take_options
 
 __all__ = [
@@ -68,6 +69,8 @@ __all__ = [
     "InvalidURL",
     "Link",
     "MessageTooLarge",
+    "Option",
+    "Options",
     "PluginContractWarning",
     "hookimpl",
     "lazy_import",

@@ -6,20 +6,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from opal_broadcast.plugin import (
-    BackboneURL,
-    InvalidChannel,
-    InvalidOption,
-    InvalidURL,
-    take_options,
-)
+from opal_broadcast.plugin import BackboneURL, InvalidChannel, InvalidURL, Option, Options
 
 __all__ = ["MAX_SUBJECT_BYTES", "OPTIONS", "Settings", "check_subject", "settings_for"]
 
 DEFAULT_PORT = 4222
 #: Options accepted in the URL's query string or as ``Broadcast(url, **options)``. None may share
 #: a name with a keyword of ``Broadcast`` (``connect_timeout``, ...): the core takes those itself.
-OPTIONS = ("name", "server_timeout")
+OPTIONS = Options(
+    Option.text("name"),
+    # Seconds per server for the TCP connect and handshake: whole seconds, as nats-py takes them.
+    Option.integer("server_timeout", default=2, minimum=1),
+)
 #: Far below the server's 4 KB control-line limit, which closes the connection when exceeded.
 MAX_SUBJECT_BYTES = 1024
 _RESERVED = frozenset("*>")
@@ -42,11 +40,8 @@ def settings_for(url: BackboneURL, options: Mapping[str, Any]) -> Settings:
             "write nats://[user:password@]host[:port][,host2[:port]][?name=...]."
         )
     servers = [_server(h.host, h.port) for h in url.hosts] or [_server("", None)]
-    chosen = take_options(url, OPTIONS, options)
-    name = chosen.get("name")
-    if name is not None and not isinstance(name, str):
-        raise InvalidOption(f"The nats:// option 'name' must be a str, not {type(name).__name__}.")
-    return Settings(servers, name, _whole_seconds(chosen.get("server_timeout", 2)))
+    values = OPTIONS.parse(url, options)
+    return Settings(servers, values["name"], values["server_timeout"])
 
 
 def check_subject(channel: str) -> None:
@@ -71,16 +66,3 @@ def _server(host: str, port: int | None) -> str:
     """One entry of nats-py's server list; no credentials in it (they go as separate arguments)."""
     host = f"[{host}]" if ":" in host else host or "localhost"
     return f"nats://{host}:{port or DEFAULT_PORT}"
-
-
-def _whole_seconds(value: object) -> int:
-    try:
-        seconds = int(str(value))
-    except ValueError:
-        seconds = 0
-    if seconds < 1:
-        raise InvalidOption(
-            f"The nats:// option 'server_timeout' must be a whole number of seconds >= 1 "
-            f"(per server, as nats-py takes it), not {value!r}."
-        )
-    return seconds
