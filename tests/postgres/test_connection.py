@@ -88,3 +88,63 @@ async def test_a_killed_listening_session_is_reported_once_as_lost(pg_url, app_n
     finally:
         await connection.close()
     assert len(link.losses) == 1
+
+
+def test_the_fence_finds_asyncpg_notification_hook():
+    """The private method the listening class overrides is still there, with its signature."""
+    from opal_broadcast_postgres._fence import notification_hook_available
+
+    assert notification_hook_available() is True
+
+
+@pytest.mark.postgres
+async def test_concurrent_subscribes_share_listen_round_trips(pg_url, channel):
+    """200 subscribes at once: a handful of multi-statement LISTENs, every channel listened to."""
+    link = RecordingLink()
+    connection = await PostgresConnection.open(BackboneURL.parse(pg_url), {}, link)
+    listener = connection._listener
+    statements: list[str] = []
+    execute = listener.execute
+
+    async def counting(query: str, *args: Any, **kwargs: Any) -> Any:
+        statements.append(query)
+        return await execute(query, *args, **kwargs)
+
+    listener.execute = counting
+    names = [f"{channel}-{i}" for i in range(200)]
+    try:
+        async with anyio.create_task_group() as tasks:
+            for name in names:
+                tasks.start_soon(connection.subscribe, [name])
+        assert 1 <= len(statements) <= 5, len(statements)
+        rows = await listener.fetch("SELECT c FROM pg_listening_channels() c")
+        assert {row["c"] for row in rows} == set(names)
+        await connection.publisher.publish(names[-1], "to the last one")
+        await _until(lambda: link.delivered)
+        assert link.delivered == [(names[-1], "to the last one")]
+        await connection.unsubscribe(names[:100])
+        rows = await listener.fetch("SELECT c FROM pg_listening_channels() c")
+        assert {row["c"] for row in rows} == set(names[100:])
+    finally:
+        await connection.close()
+
+
+@pytest.mark.postgres
+async def test_without_the_hook_the_public_add_listener_path_delivers(pg_url, channel, monkeypatch):
+    """Should a future asyncpg lose the hook, a plain connection and add_listener are used."""
+    from opal_broadcast_postgres import _connection
+
+    monkeypatch.setattr(_connection, "notification_hook_available", lambda: False)
+    link = RecordingLink()
+    connection = await PostgresConnection.open(BackboneURL.parse(pg_url), {}, link)
+    try:
+        assert type(connection._listener) is asyncpg.Connection
+        await connection.subscribe([channel, channel + "-b"])
+        await connection.publisher.publish(channel + "-b", "via add_listener")
+        await _until(lambda: link.delivered)
+        assert link.delivered == [(channel + "-b", "via add_listener")]
+        await connection.unsubscribe([channel + "-b"])
+        rows = await connection._listener.fetch("SELECT c FROM pg_listening_channels() c")
+        assert [row["c"] for row in rows] == [channel]
+    finally:
+        await connection.close()

@@ -43,10 +43,14 @@ from ._errors import (
     InvalidURL,
     MessageTooLarge,
     PluginContractWarning,
+    PluginLoadError,
+    UnsupportedAsyncLibrary,
 )
 from ._hookspecs import hookimpl
 from ._lazy import lazy_import
 from ._options import Option, Options
+from ._reader import start_reader
+from ._translate import ErrorMap, Redactor
 from ._url import BackboneURL, HostPort, take_options
 
 __all__ = [
@@ -61,6 +65,7 @@ __all__ = [
     "BroadcastError",
     "ConfigurationError",
     "Connection",
+    "ErrorMap",
     "HostPort",
     "IncompatiblePlugin",
     "InvalidChannel",
@@ -72,7 +77,11 @@ __all__ = [
     "Option",
     "Options",
     "PluginContractWarning",
+    "PluginLoadError",
+    "Redactor",
+    "UnsupportedAsyncLibrary",
     "hookimpl",
     "lazy_import",
+    "start_reader",
     "take_options",
 ]

@@ -20,6 +20,7 @@ def opal_broadcast_backbone() -> BackboneInfo:
         contract=CONTRACT_VERSION,
         connection=PostgresConnection,
         async_libraries=("asyncio",),
+        capabilities=frozenset({"batch_subscribe"}),
         summary="PostgreSQL LISTEN/NOTIFY (asyncpg), messages of any size up to a cap",
         distribution="opal-broadcast-postgres",
     )
