@@ -1,7 +1,8 @@
 """A third-party plugin installed into a fresh environment is found, with no change to the core.
 
-The example plugin (``examples/opal-broadcast-nats``) is installed with the core into a new
-virtual environment, as a user would install it from PyPI. There the CLI must list it, and its own
+The example plugin (``examples/opal-broadcast-nats``) is installed with the core's wheel (and its
+``testing`` extra) into a new virtual environment, with the commands the plugin authors' guide
+gives for a checkout outside this repository. There the CLI must list it, and its own
 test suite (the conformance suite against a real nats-server) must pass. Needs ``uv``, the
 ``nats-server`` binary and the package registry; it takes tens of seconds. Without ``uv`` or
 ``nats-server`` it is skipped, except in CI (``CI=true``), where it fails instead.
@@ -32,10 +33,15 @@ def fresh_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
         " (Debian/Ubuntu), or set NATS_SERVER to the binary."
     )
     env = clean_env(NATS_SERVER=nats_server)
-    python = fresh_venv(
-        tmp_path_factory.mktemp("fresh-env"), [str(CORE), str(EXAMPLE), "pytest", "anyio"], env
-    )
-    return python, env
+    # The guide's commands for an author outside this repository: build the core's wheel, install
+    # it with its testing extra beside the plugin's own folder (its test extra), run its tests.
+    directory = tmp_path_factory.mktemp("fresh-env")
+    dist = directory / "dist"
+    uv = shutil.which("uv") or missing("uv is needed to build the core's wheel: pip install uv")
+    run([uv, "build", "--wheel", "--out-dir", str(dist), str(CORE)], cwd=ROOT, env=env, timeout=300)
+    [wheel] = dist.glob("opal_broadcast-*.whl")
+    packages = [f"{wheel}[testing]", f"{EXAMPLE}[test]", "--find-links", str(dist)]
+    return fresh_venv(directory, packages, env), env
 
 
 def test_the_cli_lists_the_installed_plugin(fresh_env: tuple[Path, dict[str, str]]) -> None:

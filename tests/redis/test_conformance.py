@@ -4,11 +4,12 @@ Each on asyncio's own event loop and on uvloop: uvicorn runs OPAL on uvloop when
 and the plugin takes over redis-py's transport, which differs between the two.
 """
 
+import uuid
 from collections.abc import Callable
 
 import pytest
 
-from opal_broadcast.testing import BackboneConformance
+from opal_broadcast.testing import AccessControlConformance, BackboneConformance
 from tests.redis.conftest import ServerRestart
 from tests.services import TcpProxy
 from tests.services.conformance import ThroughProxy
@@ -57,3 +58,16 @@ class TestRedisTlsConformance(_ThroughProxy):
     @pytest.fixture
     def upstream_url(self, rediss_url: str) -> str:
         return rediss_url
+
+
+class TestRedisAccessControl(AccessControlConformance):
+    """An ACL user allowed channels ``allowed-*`` only: others are AccessDenied."""
+
+    @pytest.fixture
+    def broadcast_options(self) -> dict[str, float]:
+        return {"publish_timeout": 3.0, "connect_timeout": 5.0}
+
+    @pytest.fixture
+    def restricted(self, redis_limited_url: str) -> tuple[str, str, str]:
+        suffix = uuid.uuid4().hex[:8]
+        return redis_limited_url, f"allowed-{suffix}", f"denied-{suffix}"

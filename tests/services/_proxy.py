@@ -64,6 +64,8 @@ class TcpProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: socket.socket | None = None
         self._links: set[_Link] = set()
+        #: How many times every connection was reset: a connection being set up meanwhile is too.
+        self._cuts = 0
         self._handlers: set[asyncio.Task[None]] = set()
         #: Every accepted socket until its handler is done with it (or aclose() closes it: a
         #: handler cancelled before it ever ran would otherwise leave it open).
@@ -220,6 +222,7 @@ class TcpProxy:
             sock.close()
 
     def _reset_all(self, *, rst: bool) -> int:
+        self._cuts += 1
         links = list(self._links)
         for link in links:
             for writer in (link.client, link.upstream):
@@ -258,6 +261,7 @@ class TcpProxy:
                 sock.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        cuts = self._cuts
         try:
             up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
         except OSError:
@@ -266,6 +270,10 @@ class TcpProxy:
         except asyncio.CancelledError:
             _abort(writer, rst=False)
             raise
+        if self._cuts != cuts or self._closed:  # cut while connecting upstream: cut this one too
+            _abort(writer, rst=True)
+            _abort(up_writer, rst=True)
+            return
         link = _Link(writer, up_writer)
         self._links.add(link)
         link.tasks = [
@@ -276,12 +284,15 @@ class TcpProxy:
             # Both directions must end: one side's EOF is passed on and the other keeps flowing.
             await asyncio.wait(link.tasks)
         finally:
+            # Close both sides before any await: a second cancellation (aclose) may interrupt
+            # the waits below, and a stream dropped unclosed is a ResourceWarning later.
             for pipe in link.tasks:
                 pipe.cancel()
-            await asyncio.gather(*link.tasks, return_exceptions=True)
             self._links.discard(link)
             for side in (writer, up_writer):
                 side.close()
+            await asyncio.gather(*link.tasks, return_exceptions=True)
+            for side in (writer, up_writer):
                 with contextlib.suppress(Exception):
                     await side.wait_closed()
 

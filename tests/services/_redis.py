@@ -30,6 +30,8 @@ from ._state import (
     REDIS_AUTH_PORT,
     REDIS_AUTH_TLS_PORT,
     REDIS_DEFAULT_PASSWORD,
+    REDIS_LIMITED_PASSWORD,
+    REDIS_LIMITED_USER,
     REDIS_PORT,
     REDIS_TLS_PORT,
     ServiceError,
@@ -75,6 +77,9 @@ class _Instance:
             lines += [
                 f"requirepass {REDIS_DEFAULT_PASSWORD}",
                 f"user {REDIS_ACL_USER} on >{REDIS_ACL_PASSWORD} ~* &* +@all",
+                # May publish and subscribe on channels named allowed-* only.
+                f"user {REDIS_LIMITED_USER} on >{REDIS_LIMITED_PASSWORD} ~* resetchannels "
+                "&allowed-* +@all",
                 *_tls_config(REDIS_AUTH_TLS_PORT),
             ]
         if self.name == "tls":
@@ -136,13 +141,17 @@ _INSTANCES = (
 
 
 def urls() -> dict[str, str]:
-    """``redis`` (no auth), ``redis_password`` (default user), ``redis_acl``, ``rediss`` (TLS),
+    """``redis`` (no auth), ``redis_password`` (default user), ``redis_acl``, ``redis_limited``
+    (an ACL user allowed channels ``allowed-*`` only), ``rediss`` (TLS),
     ``rediss_password`` (the default user's password over TLS)."""
     ca = cert_paths().ca_file
     return {
         "redis": f"redis://{HOST}:{REDIS_PORT}/0",
         "redis_password": f"redis://:{REDIS_DEFAULT_PASSWORD}@{HOST}:{REDIS_AUTH_PORT}/0",
         "redis_acl": f"redis://{REDIS_ACL_USER}:{REDIS_ACL_PASSWORD}@{HOST}:{REDIS_AUTH_PORT}/0",
+        "redis_limited": (
+            f"redis://{REDIS_LIMITED_USER}:{REDIS_LIMITED_PASSWORD}@{HOST}:{REDIS_AUTH_PORT}/0"
+        ),
         "rediss": f"rediss://{HOST}:{REDIS_TLS_PORT}/0?ssl_ca_certs={ca}",
         "rediss_password": (
             f"rediss://:{REDIS_DEFAULT_PASSWORD}@{HOST}:{REDIS_AUTH_TLS_PORT}/0?ssl_ca_certs={ca}"

@@ -32,6 +32,8 @@ __all__ = [
     "REDIS_AUTH_PORT",
     "REDIS_AUTH_TLS_PORT",
     "REDIS_DEFAULT_PASSWORD",
+    "REDIS_LIMITED_PASSWORD",
+    "REDIS_LIMITED_USER",
     "REDIS_PORT",
     "REDIS_TLS_PORT",
     "ServiceError",
@@ -68,6 +70,8 @@ PG_CERT_USER = "opal_cert"  # TLS + client certificate with CN=opal_cert (the te
 REDIS_DEFAULT_PASSWORD = "opal-default-secret"  # requirepass of the "default" user on 26380
 REDIS_ACL_USER = "opal"
 REDIS_ACL_PASSWORD = "opal-acl-secret"
+REDIS_LIMITED_USER = "opal_limited"
+REDIS_LIMITED_PASSWORD = "opal-limited-secret"
 KAFKA_SASL_USER = "opal"
 KAFKA_SASL_PASSWORD = "opal-sasl-secret"
 

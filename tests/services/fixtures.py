@@ -29,6 +29,7 @@ __all__ = [
     "postgres_tls_url",
     "postgres_url",
     "redis_acl_url",
+    "redis_limited_url",
     "redis_password_url",
     "redis_url",
     "rediss_url",
@@ -112,6 +113,12 @@ def redis_password_url(require_service: Callable[[str], None]) -> str:
 def redis_acl_url(require_service: Callable[[str], None]) -> str:
     """Redis ACL user ``opal`` with its password (port 26380)."""
     return _url(require_service, "redis", "redis_acl")
+
+
+@pytest.fixture(scope="session")
+def redis_limited_url(require_service: Callable[[str], None]) -> str:
+    """Redis ACL user ``opal_limited``: may use channels named ``allowed-*`` only."""
+    return _url(require_service, "redis", "redis_limited")
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,13 @@ adds the others. Plugin authors: see :mod:`opal_broadcast.plugin` and
 
 from ._broadcast import Broadcast, Subscription
 from ._errors import (
+    AccessDenied,
     AuthenticationFailed,
     BackboneError,
     BackboneUnavailable,
     BroadcastError,
     ConfigurationError,
+    IncompatiblePlugin,
     InvalidChannel,
     InvalidMessage,
     InvalidOption,
@@ -21,6 +23,7 @@ from ._errors import (
     MessageTooLarge,
     NotConnectedError,
     PluginConflict,
+    PluginContractWarning,
     PluginLoadError,
     SubscriberOverflow,
     SubscriptionGap,
@@ -36,6 +39,7 @@ from ._url import BackboneURL, HostPort, take_options
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDenied",
     "AuthenticationFailed",
     "Backbone",
     "BackboneError",
@@ -50,6 +54,7 @@ __all__ = [
     "Gap",
     "Health",
     "HostPort",
+    "IncompatiblePlugin",
     "InvalidChannel",
     "InvalidMessage",
     "InvalidOption",
@@ -57,6 +62,7 @@ __all__ = [
     "MessageTooLarge",
     "NotConnectedError",
     "PluginConflict",
+    "PluginContractWarning",
     "PluginLoadError",
     "Subscriber",
     "SubscriberOverflow",

@@ -24,6 +24,7 @@ class _Bus:
         self.connections: set[MemoryConnection] = set()
         self.down = False
         self.frozen = False
+        self.silent = False
 
 
 _buses: dict[str, _Bus] = {}
@@ -56,6 +57,8 @@ class MemoryConnection:
         bus = _bus(name)
         if bus.down:
             raise BackboneUnavailable(f"{url} is down (simulated outage).")
+        if bus.silent:  # a server that accepts connections and never answers
+            await anyio.sleep_forever()
         connection = cls(bus, link, name)
         bus.connections.add(connection)
         return connection
@@ -118,9 +121,14 @@ def simulate_loss(url: str, *, stay_down: bool) -> None:
 
 
 def restore(url: str) -> None:
-    """Bring the bus back after :func:`simulate_loss` or :func:`freeze`."""
+    """Bring the bus back after :func:`simulate_loss`, :func:`freeze` or :func:`silence`."""
     bus = _bus(bus_name(BackboneURL.parse(url)))
-    bus.down = bus.frozen = False
+    bus.down = bus.frozen = bus.silent = False
+
+
+def silence(url: str) -> None:
+    """New connections never complete (a server that accepts and never answers)."""
+    _bus(bus_name(BackboneURL.parse(url))).silent = True
 
 
 def freeze(url: str) -> None:

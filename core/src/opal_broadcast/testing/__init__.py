@@ -20,18 +20,28 @@ pytest plugin, both installed with ``pip install opal-broadcast[testing]``)::
             return MyServerOutage()    # async interrupt() and restore(), see BackboneOutage
 
 Add :class:`FrozenLinkConformance` to the bases, with a ``freeze`` fixture (async ``freeze()``
-and ``thaw()``, see :class:`BackboneFreeze`), to also prove that a frozen link is found.
+and ``thaw()``, see :class:`BackboneFreeze`), to also prove that a frozen link is found; and
+:class:`AccessControlConformance`, with a ``restricted`` fixture, for a backbone with access
+control per channel.
 """
 
 from ._conformance import (
+    AccessControlConformance,
     BackboneConformance,
     BackboneFreeze,
     BackboneOutage,
     FrozenLinkConformance,
 )
-from ._memory import MemoryOutage, freeze_memory, restore_memory, simulate_memory_loss
+from ._memory import (
+    MemoryOutage,
+    freeze_memory,
+    restore_memory,
+    silence_memory,
+    simulate_memory_loss,
+)
 
 __all__ = [
+    "AccessControlConformance",
     "BackboneConformance",
     "BackboneFreeze",
     "BackboneOutage",
@@ -39,5 +49,6 @@ __all__ = [
     "MemoryOutage",
     "freeze_memory",
     "restore_memory",
+    "silence_memory",
     "simulate_memory_loss",
 ]

@@ -8,15 +8,19 @@ Plugins that can freeze their link (a TCP proxy that stops forwarding) also subc
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import pytest
 
 from .. import (
+    AccessDenied,
     BackboneUnavailable,
     Broadcast,
     Event,
@@ -25,8 +29,15 @@ from .. import (
     Subscriber,
     SubscriptionGap,
 )
+from ._resources import nothing_left_open
 
-__all__ = ["BackboneConformance", "BackboneFreeze", "BackboneOutage", "FrozenLinkConformance"]
+__all__ = [
+    "AccessControlConformance",
+    "BackboneConformance",
+    "BackboneFreeze",
+    "BackboneOutage",
+    "FrozenLinkConformance",
+]
 
 #: Every wait in the suite is bounded by this many seconds: a hang fails instead of stalling CI.
 DEADLINE = 20.0
@@ -101,6 +112,26 @@ class BackboneConformance:
     def invalid_channels(self) -> list[str]:
         """Channel names this backbone refuses (override to add yours; the empty name is built in)."""
         return []
+
+    @pytest.fixture
+    def silent_url(self, backbone_url: str) -> Iterator[str]:
+        """``backbone_url`` pointed at a server that accepts TCP connections and never answers.
+
+        The default replaces the URL's host and port with a local listening socket nobody
+        accepts on (the kernel completes the handshake; nothing is ever read or written).
+        Override it for a URL without a host and port (a unix socket).
+        """
+        parts = urlsplit(backbone_url)
+        if not parts.hostname:
+            pytest.fail("Override the 'silent_url' fixture: the backbone URL has no host:port.")
+        listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        port = listener.getsockname()[1]
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
+        try:
+            yield urlunsplit(parts._replace(netloc=netloc))
+        finally:
+            listener.close()
 
     @pytest.fixture
     def channel(self) -> str:
@@ -262,6 +293,38 @@ class BackboneConformance:
                     async with broadcast.subscribe(name):
                         pass
 
+    # -- connecting -----------------------------------------------------------------------
+
+    @pytest.mark.parametrize("delay", [0.0, 0.001, 0.005, 0.02, 0.1, 0.5])
+    async def test_a_cancelled_connect_leaves_nothing_open(
+        self, make_broadcast: Callable[..., Broadcast], delay: float
+    ) -> None:
+        """A connect cancelled at any point (here after ``delay`` s) leaves no socket, thread or
+        unclosed object behind, and the next connect works."""
+        async with nothing_left_open():
+            for _ in range(3):
+                broadcast = make_broadcast(share_connection=False)
+                with anyio.move_on_after(delay):
+                    await broadcast.connect()
+                await broadcast.disconnect()
+        async with make_broadcast(share_connection=False) as broadcast:
+            await broadcast.publish("conformance-after-cancel", "fine")
+
+    async def test_a_connect_without_answer_times_out_typed(
+        self, silent_url: str, broadcast_options: dict[str, Any]
+    ) -> None:
+        """A server that accepts and never answers: BackboneUnavailable after connect_timeout,
+        with nothing left open."""
+        async with nothing_left_open():
+            broadcast = Broadcast(silent_url, **{**broadcast_options, "connect_timeout": 1.0})
+            started = time.monotonic()
+            try:
+                with pytest.raises(BackboneUnavailable):
+                    await broadcast.connect()
+            finally:
+                await broadcast.disconnect()
+            assert time.monotonic() - started < 1.0 + 2.0
+
     # -- cancellation -------------------------------------------------------------------
 
     async def test_cancel_while_receiving(
@@ -406,3 +469,41 @@ class FrozenLinkConformance:
                     ):
                         pass
             assert broadcast.health().gaps >= 1
+
+
+class AccessControlConformance:
+    """Opt-in, for backbones with access control per channel: a refused channel is
+    ``AccessDenied``, at once and typed, and the channels allowed keep working.
+
+    Provide ``restricted``: ``(url, allowed_channel, denied_channel)`` for credentials that may
+    use the first channel and not the second.
+    """
+
+    pytestmark = pytest.mark.anyio
+
+    @pytest.fixture
+    def restricted(self) -> tuple[str, str, str]:
+        """(url, allowed channel, denied channel) (override this)."""
+        pytest.fail("Override the 'restricted' fixture in your AccessControlConformance subclass.")
+
+    async def test_a_refused_subscription_is_access_denied(
+        self, restricted: tuple[str, str, str], broadcast_options: dict[str, Any]
+    ) -> None:
+        url, allowed, denied = restricted
+        async with Broadcast(url, **broadcast_options) as broadcast:
+            with anyio.fail_after(DEADLINE), pytest.raises(AccessDenied):
+                async with broadcast.subscribe(denied):
+                    pass
+            async with broadcast.subscribe(allowed) as subscriber:
+                await broadcast.publish(allowed, "still fine")
+                assert (await _next_event(subscriber)).message == "still fine"
+            assert broadcast.health().ok
+
+    async def test_a_refused_publish_is_access_denied(
+        self, restricted: tuple[str, str, str], broadcast_options: dict[str, Any]
+    ) -> None:
+        url, allowed, denied = restricted
+        async with Broadcast(url, **broadcast_options) as broadcast:
+            with anyio.fail_after(DEADLINE), pytest.raises(AccessDenied):
+                await broadcast.publish(denied, "not allowed")
+            await broadcast.publish(allowed, "allowed")

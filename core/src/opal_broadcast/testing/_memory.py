@@ -15,8 +15,14 @@ def simulate_memory_loss(url: str, *, stay_down: bool = False) -> None:
 
 
 def restore_memory(url: str) -> None:
-    """End a loss or a freeze of the ``memory://`` bus at ``url``."""
+    """End a loss, a freeze or a silence of the ``memory://`` bus at ``url``."""
     _memory.restore(url)
+
+
+def silence_memory(url: str) -> None:
+    """Make new connections to the ``memory://`` bus at ``url`` never complete (a server that
+    accepts and never answers) until :func:`restore_memory`."""
+    _memory.silence(url)
 
 
 def freeze_memory(url: str) -> None:

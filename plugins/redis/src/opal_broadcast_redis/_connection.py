@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opal_broadcast.plugin import (
+    AccessDenied,
     AuthenticationFailed,
     BackboneError,
     BackboneUnavailable,
@@ -55,6 +56,8 @@ _PING = command(b"PING")
 #: How long a TLS handshake may take before the port is checked for plain RESP.
 _TLS_SUSPICION = 1.0
 _AUTH_CODES = ("NOAUTH", "WRONGPASS", "NOPERM")
+#: Commands naming channels: a NOPERM there is about the channel, not the login.
+_CHANNEL_COMMANDS = ("SUBSCRIBE", "PUBLISH")
 
 
 class RedisConnection:
@@ -305,6 +308,11 @@ class RedisConnection:
         if isinstance(reply, ErrorReply):
             text = self.config.redact(reply.text).rstrip(".")
             url = self.config.url
+            if reply.code == "NOPERM" and doing in _CHANNEL_COMMANDS:
+                raise AccessDenied(
+                    f"{url} refused {doing}: {text}. The ACL rules of this user do not allow "
+                    "the channel (see its '&pattern' rules, ACL GETUSER)."
+                )
             if reply.code in _AUTH_CODES:
                 raise AuthenticationFailed(
                     f"{url} refused {doing}: {text}. Check the username and password (in the "
