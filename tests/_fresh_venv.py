@@ -50,6 +50,16 @@ def fresh_venv(directory: Path, packages: list[str], env: dict[str, str]) -> Pat
     return python
 
 
+def core_wheel(directory: Path, env: dict[str, str]) -> Path:
+    """Build the core's wheel into ``directory/dist`` (as the plugin authors' guide says)."""
+    uv = shutil.which("uv") or missing("uv is needed to build the core's wheel: pip install uv")
+    dist = directory / "dist"
+    core = ROOT / "core"
+    run([uv, "build", "--wheel", "--out-dir", str(dist), str(core)], cwd=ROOT, env=env, timeout=300)
+    [wheel] = dist.glob("opal_broadcast-*.whl")
+    return wheel
+
+
 def pytest_counts(pytest_output: str) -> dict[str, int]:
     """``{'passed': 45, 'failed': 1, ...}`` from pytest's final summary line."""
     summary = [line for line in pytest_output.splitlines() if re.search(r" in [\d.]+s", line)]

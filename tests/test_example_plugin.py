@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._fresh_venv import ROOT, clean_env, fresh_venv, pytest_counts, run
+from tests._fresh_venv import ROOT, clean_env, core_wheel, fresh_venv, pytest_counts, run
 from tests.services.fixtures import missing
 
 CORE = ROOT / "core"
@@ -36,11 +36,8 @@ def fresh_env(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     # The guide's commands for an author outside this repository: build the core's wheel, install
     # it with its testing extra beside the plugin's own folder (its test extra), run its tests.
     directory = tmp_path_factory.mktemp("fresh-env")
-    dist = directory / "dist"
-    uv = shutil.which("uv") or missing("uv is needed to build the core's wheel: pip install uv")
-    run([uv, "build", "--wheel", "--out-dir", str(dist), str(CORE)], cwd=ROOT, env=env, timeout=300)
-    [wheel] = dist.glob("opal_broadcast-*.whl")
-    packages = [f"{wheel}[testing]", f"{EXAMPLE}[test]", "--find-links", str(dist)]
+    wheel = core_wheel(directory, env)
+    packages = [f"{wheel}[testing]", f"{EXAMPLE}[test]", "--find-links", str(wheel.parent)]
     return fresh_venv(directory, packages, env), env
 
 

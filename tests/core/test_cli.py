@@ -23,7 +23,7 @@ def cli(*args, env=None, timeout=60):
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["backends"], ["check"], ["publish"], ["listen"], ["demo"]]
+    "command", [[], ["backends"], ["check"], ["publish"], ["listen"], ["demo"], ["new-plugin"]]
 )
 def test_help_everywhere(command):
     """Every command has --help with a description."""

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 
@@ -30,6 +31,7 @@ examples:
   opal-broadcast publish redis://localhost:6379 EventNotifier '{{"hello": 1}}'
   opal-broadcast demo
   opal-broadcast demo redis://localhost:6379 --processes 4
+  opal-broadcast new-plugin nats --directory ~/src
 """
 
 
@@ -103,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="run N workers, each in its own process (needs a real backbone, not memory://)",
     )
     demo.add_argument("--worker-of", default=None, help=argparse.SUPPRESS)
+
+    new_plugin = commands.add_parser(
+        "new-plugin",
+        help="write a new backbone plugin package, ready for the conformance kit",
+        description="Write opal-broadcast-NAME/: a package with the entry point and the plugin "
+        "contract version, a connection class whose every method raises NotImplementedError "
+        "naming the guide's section, and tests wired to the conformance kit.",
+    )
+    new_plugin.add_argument("name", help="the URL scheme it serves, e.g. nats (also its name)")
+    new_plugin.add_argument(
+        "--directory", default=".", help="where to write it (default: the current directory)"
+    )
     return parser
 
 
@@ -119,6 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "backends":
             return _backends()
+        if args.command == "new-plugin":
+            from ._scaffold import write_plugin
+
+            root = write_plugin(args.name, Path(args.directory))
+            print(f"wrote {root}; next: docs/plugin-authors.md, then pytest in that folder")
+            return EXIT_OK
         if args.command == "demo":
             from ._demo import run_demo
 
