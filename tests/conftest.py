@@ -3,6 +3,7 @@
 import gc
 import sys
 from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
@@ -10,6 +11,34 @@ if sys.version_info < (3, 11):  # pytest depends on the backport there
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found]
 
 pytest_plugins = ["tests.services.fixtures"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Let one known asyncpg bug through anyio's check of unhandled event-loop exceptions.
+
+    asyncpg (0.30, 0.31) asks for TLS with a future that the connection's loss completes with
+    ``ConnectionError("unexpected connection_lost() call")``; when the server closes during that
+    request (a restart) or the connect is cancelled just then, nobody retrieves it, and asyncio
+    reports "Future exception was never retrieved" (MagicStack/asyncpg#1211, #1310). The connect
+    itself fails or is cancelled as it should; only that report is dropped, nothing else.
+    """
+    from anyio._backends import _asyncio as backend
+
+    handler = getattr(backend.TestRunner, "_exception_handler", None)
+    if handler is None:  # anyio changed: report everything
+        return
+
+    def filtered(self: Any, loop: Any, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        if (
+            context.get("message") == "Future exception was never retrieved"
+            and type(error) is ConnectionError
+            and str(error) == "unexpected connection_lost() call"
+        ):
+            return
+        handler(self, loop, context)
+
+    backend.TestRunner._exception_handler = filtered  # type: ignore[method-assign]
 
 
 @pytest.fixture(params=["asyncio", "trio"])

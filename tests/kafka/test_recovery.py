@@ -150,7 +150,11 @@ async def test_a_broker_restart_loses_nothing_published_once_it_is_back(
                         received.append(int(item.message))
             reconnects = broadcast.health().reconnects
     missing = sorted(set(acked) - set(received))
-    assert not missing, f"{len(missing)} acknowledged message(s) never arrived: {missing[:10]}"
+    assert not missing, (
+        f"{len(missing)} acknowledged message(s) never arrived: {missing[:10]}; "
+        f"received {len(received)}, the last {received[-5:]}; {gaps} gap(s); "
+        f"{len(acked_while_reconnecting)} acknowledged while reconnecting"
+    )
     assert received == sorted(received), "out of order"
     assert len(received) == len(set(received)), "duplicates"
     assert gaps >= 1

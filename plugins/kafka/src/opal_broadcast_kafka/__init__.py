@@ -6,7 +6,7 @@ when the first ``kafka://`` connection opens. See the README for URLs, options, 
 environment variables, topic names and delivery semantics.
 """
 
-from ._settings import ENVIRONMENT, OPTIONS
+from ._options import ENVIRONMENT, OPTIONS
 from ._topics import MAX_TOPIC_LENGTH
 
 __all__ = ["ENVIRONMENT", "MAX_TOPIC_LENGTH", "OPTIONS"]

@@ -18,7 +18,7 @@ from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-un
 from opal_broadcast import BackboneError, BackboneUnavailable, InvalidChannel, InvalidOption
 
 if TYPE_CHECKING:
-    from ._settings import Settings
+    from ._options import Settings
 
 __all__ = ["Cluster", "describe"]
 

@@ -35,8 +35,8 @@ from opal_broadcast.plugin import (
     lazy_import,
 )
 
+from ._options import Settings, settings_for, topic_prefix
 from ._redaction import protect
-from ._settings import Settings, settings_for, topic_prefix
 from ._topics import TopicNames
 
 # aiokafka (and _cluster, built on it) are imported when the first connection opens: the core
@@ -344,13 +344,17 @@ class KafkaConnection:
                 for record in records:
                     value = record.value
                     if record.headers or value is None:
-                        deliver(channel, _decode(record))
-                        continue
-                    try:  # the common case inline: this loop runs once per message
-                        message = value.decode()
-                    except UnicodeDecodeError:
-                        message = value
-                    deliver(channel, message)
+                        message = _decode(record)
+                    else:
+                        try:  # the common case inline: this loop runs once per message
+                            message = value.decode()
+                        except UnicodeDecodeError:
+                            message = value
+                    if not deliver(channel, message):
+                        # The core dropped this connection: the record was not taken, so the
+                        # next connection resumes from it.
+                        positions[tp] = record.offset
+                        return
                 positions[tp] = records[-1].offset + 1
 
     async def _out_of_range(self, exc: Exception) -> bool:

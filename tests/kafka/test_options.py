@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from opal_broadcast import BackboneURL, Broadcast, InvalidChannel, InvalidOption, InvalidURL
-from opal_broadcast_kafka._settings import settings_for
+from opal_broadcast_kafka._options import settings_for
 from opal_broadcast_kafka._topics import TopicNames
 
 pytestmark = pytest.mark.anyio
