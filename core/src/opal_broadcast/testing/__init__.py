@@ -25,13 +25,8 @@ and ``thaw()``, see :class:`BackboneFreeze`), to also prove that a frozen link i
 control per channel.
 """
 
-from ._conformance import (
-    AccessControlConformance,
-    BackboneConformance,
-    BackboneFreeze,
-    BackboneOutage,
-    FrozenLinkConformance,
-)
+from ._conformance import BackboneConformance
+from ._faults import BackboneFreeze, BackboneOutage
 from ._memory import (
     MemoryOutage,
     freeze_memory,
@@ -39,6 +34,7 @@ from ._memory import (
     silence_memory,
     simulate_memory_loss,
 )
+from ._opt_in import AccessControlConformance, FrozenLinkConformance
 
 __all__ = [
     "AccessControlConformance",

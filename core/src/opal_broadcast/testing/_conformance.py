@@ -2,8 +2,7 @@
 
 Subclass :class:`BackboneConformance` in a test module, provide ``backbone_url`` and ``outage``
 (and optionally ``anyio_backend``, ``broadcast_options``), and pytest collects every test below.
-Plugins that can freeze their link (a TCP proxy that stops forwarding) also subclass
-:class:`FrozenLinkConformance` and provide ``freeze``.
+The opt-in suites (a frozen link, access control) are in ``_opt_in``.
 """
 
 from __future__ import annotations
@@ -13,70 +12,30 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import pytest
 
 from .. import (
-    AccessDenied,
     BackboneUnavailable,
     Broadcast,
     Event,
     Gap,
     InvalidChannel,
-    Subscriber,
     SubscriptionGap,
 )
+from ._faults import DEADLINE, BackboneOutage
+from ._faults import next_event as _next_event
+from ._faults import until_healthy as _until_healthy
 from ._resources import nothing_left_open
 
-__all__ = [
-    "AccessControlConformance",
-    "BackboneConformance",
-    "BackboneFreeze",
-    "BackboneOutage",
-    "FrozenLinkConformance",
-]
-
-#: Every wait in the suite is bounded by this many seconds: a hang fails instead of stalling CI.
-DEADLINE = 20.0
-
-
-class BackboneOutage(Protocol):
-    """Takes the backbone away and brings it back (a server stop/start, a killed session, ...)."""
-
-    async def interrupt(self) -> None:
-        """Make the backbone unavailable; existing connections must break."""
-
-    async def restore(self) -> None:
-        """Make the backbone available again."""
-
-
-class BackboneFreeze(Protocol):
-    """Freezes the link: connections stay open and nothing is forwarded, either way (a half-open
-    connection after a failover, a firewall dropping packets)."""
-
-    async def freeze(self) -> None:
-        """Stop forwarding on every connection, keeping them open."""
-
-    async def thaw(self) -> None:
-        """Forward again, and accept new connections."""
+__all__ = ["BackboneConformance"]
 
 
 def _as_bytes(message: str | bytes) -> bytes:
     return message.encode() if isinstance(message, str) else message
-
-
-async def _next_event(subscriber: Subscriber[Any], timeout: float = DEADLINE) -> Any:
-    with anyio.fail_after(timeout):
-        return await subscriber.get()
-
-
-async def _until_healthy(broadcast: Broadcast) -> None:
-    with anyio.fail_after(DEADLINE):
-        while not broadcast.health().ok:  # noqa: ASYNC110 - health is a snapshot, not an event
-            await anyio.sleep(0.05)
 
 
 class BackboneConformance:
@@ -421,89 +380,3 @@ class BackboneConformance:
                 event = await _next_event(subscriber)
                 assert isinstance(event, Event)
                 assert event.message == "resumed"
-
-
-class FrozenLinkConformance:
-    """Opt-in: a frozen link is found by the liveness probe, reported, and recovered from.
-
-    Subclass it beside :class:`BackboneConformance` and provide a ``freeze`` fixture
-    (:class:`BackboneFreeze`), for example a TCP proxy between the plugin and its server::
-
-        class TestNatsConformance(BackboneConformance, FrozenLinkConformance):
-            @pytest.fixture
-            def freeze(self, proxy):
-                return proxy
-    """
-
-    pytestmark = pytest.mark.anyio
-
-    @pytest.fixture
-    def freeze(self) -> BackboneFreeze:
-        """Something that freezes the backbone's link and thaws it (override this)."""
-        pytest.fail("Override the 'freeze' fixture in your FrozenLinkConformance subclass.")
-
-    async def test_a_frozen_link_is_found_and_recovered_from(
-        self,
-        make_broadcast: Callable[..., Broadcast],
-        channel: str,
-        freeze: BackboneFreeze,
-    ) -> None:
-        """Open but silent: the probe's deadline makes it a gap; after the thaw, delivery resumes."""
-        async with make_broadcast() as broadcast:
-            async with broadcast.subscribe(channel, keep_going=True) as subscriber:
-                await broadcast.publish(channel, "before")
-                assert (await _next_event(subscriber)).message == "before"
-                await freeze.freeze()
-                try:
-                    marker = await _next_event(subscriber)
-                    assert isinstance(marker, Gap), f"expected a Gap, got {marker!r}"
-                    assert marker.channel == channel
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await freeze.thaw()
-                await _until_healthy(broadcast)
-                await broadcast.publish(channel, "thawed")
-                with anyio.fail_after(DEADLINE):  # what was held in the link may come first
-                    while not isinstance(event := await subscriber.get(), Event) or (
-                        event.message != "thawed"
-                    ):
-                        pass
-            assert broadcast.health().gaps >= 1
-
-
-class AccessControlConformance:
-    """Opt-in, for backbones with access control per channel: a refused channel is
-    ``AccessDenied``, at once and typed, and the channels allowed keep working.
-
-    Provide ``restricted``: ``(url, allowed_channel, denied_channel)`` for credentials that may
-    use the first channel and not the second.
-    """
-
-    pytestmark = pytest.mark.anyio
-
-    @pytest.fixture
-    def restricted(self) -> tuple[str, str, str]:
-        """(url, allowed channel, denied channel) (override this)."""
-        pytest.fail("Override the 'restricted' fixture in your AccessControlConformance subclass.")
-
-    async def test_a_refused_subscription_is_access_denied(
-        self, restricted: tuple[str, str, str], broadcast_options: dict[str, Any]
-    ) -> None:
-        url, allowed, denied = restricted
-        async with Broadcast(url, **broadcast_options) as broadcast:
-            with anyio.fail_after(DEADLINE), pytest.raises(AccessDenied):
-                async with broadcast.subscribe(denied):
-                    pass
-            async with broadcast.subscribe(allowed) as subscriber:
-                await broadcast.publish(allowed, "still fine")
-                assert (await _next_event(subscriber)).message == "still fine"
-            assert broadcast.health().ok
-
-    async def test_a_refused_publish_is_access_denied(
-        self, restricted: tuple[str, str, str], broadcast_options: dict[str, Any]
-    ) -> None:
-        url, allowed, denied = restricted
-        async with Broadcast(url, **broadcast_options) as broadcast:
-            with anyio.fail_after(DEADLINE), pytest.raises(AccessDenied):
-                await broadcast.publish(denied, "not allowed")
-            await broadcast.publish(allowed, "allowed")
