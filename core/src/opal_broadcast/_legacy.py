@@ -75,5 +75,4 @@ def hook_connection_class(hooks: Any, name: str) -> type[Connection]:
             await _result(hooks.opal_broadcast_disconnect(connection=self.handle))
 
     HookConnection.__qualname__ = HookConnection.__name__ = f"HookConnection[{name}]"
-    HookConnection.probes = probes  # type: ignore[attr-defined]
     return HookConnection
