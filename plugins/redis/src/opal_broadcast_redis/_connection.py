@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import ssl
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opal_broadcast.plugin import (
-    AccessDenied,
     AuthenticationFailed,
     BackboneError,
     BackboneUnavailable,
@@ -35,13 +33,13 @@ from opal_broadcast.plugin import (
     ConfigurationError,
     InvalidChannel,
     InvalidMessage,
-    InvalidOption,
     Link,
     MessageTooLarge,
 )
 
-from ._options import ENV_PASSWORD, RedisConfig
-from ._resp import ErrorReply, Reply, command, publish_command
+from ._errors import chained, check_reply, connect_error, unreachable
+from ._options import RedisConfig
+from ._resp import Reply, command, publish_command
 from ._wire import Wire
 
 if TYPE_CHECKING:
@@ -55,9 +53,6 @@ MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 _PING = command(b"PING")
 #: How long a TLS handshake may take before the port is checked for plain RESP.
 _TLS_SUSPICION = 1.0
-_AUTH_CODES = ("NOAUTH", "WRONGPASS", "NOPERM")
-#: Commands naming channels: a NOPERM there is about the channel, not the login.
-_CHANNEL_COMMANDS = ("SUBSCRIBE", "PUBLISH")
 
 
 class RedisConnection:
@@ -150,20 +145,20 @@ class RedisConnection:
             wire = Wire(f"{label} connection to {self.config.url}", on_lost, on_message)
             wire.take_over(*_streams(connection))
         except Exception as exc:
-            typed = self._typed(exc)
+            typed = connect_error(self.config, exc)
             if typed is exc:
                 raise
-            raise typed from _cause(exc, self.config)
+            raise typed from chained(exc, self.config)
         finally:
             _release(connection)
         try:
             # The first PING ends the handshake, and may be the first command the server reads
             # (redis-py 4.x sends nothing without a password, a name or a database).
-            self._check(await wire.request(_PING), "PING")
+            check_reply(self.config, await wire.request(_PING), "PING")
         except BaseException as exc:
             wire.close()
             if wire.broken is not None and isinstance(exc, BackboneUnavailable):
-                raise self._unreachable(self.config.redact(wire.broken)) from exc
+                raise unreachable(self.config, self.config.redact(wire.broken)) from exc
             raise
         return wire
 
@@ -218,7 +213,7 @@ class RedisConnection:
             wire = await self._ready_publisher(wire)
         reply = await wire.request(publish_command(name, payload))
         if type(reply) is not int:
-            self._check(reply, "PUBLISH")
+            check_reply(self.config, reply, "PUBLISH")
 
     async def _ready_publisher(self, wire: Wire) -> Wire:
         """``wire`` once its send buffer has drained; a new publishing wire if it broke.
@@ -250,7 +245,7 @@ class RedisConnection:
         self._names.update(zip(names, channels, strict=True))
         try:
             reply = await wire.request(command(b"SUBSCRIBE", *names), replies=len(names))
-            self._check(reply, "SUBSCRIBE")
+            check_reply(self.config, reply, "SUBSCRIBE")
         except BaseException:
             for name in names:
                 self._names.pop(name, None)
@@ -270,7 +265,7 @@ class RedisConnection:
             self._names.pop(name, None)
         if wire.broken is None:
             reply = await wire.request(command(b"UNSUBSCRIBE", *names), replies=len(names))
-            self._check(reply, "UNSUBSCRIBE")
+            check_reply(self.config, reply, "UNSUBSCRIBE")
 
     async def probe(self) -> None:
         """PING both wires; the core's deadline turns a frozen one into a loss.
@@ -282,13 +277,13 @@ class RedisConnection:
         assert self._subscriber is not None
         first = publisher.request(_PING) if publisher.broken is None else None
         second = self._subscriber.request(_PING)
-        self._check(await second, "PING")
+        check_reply(self.config, await second, "PING")
         if first is not None:
             try:
                 reply = await first
             except BackboneUnavailable:
                 return  # the publishing wire broke meanwhile: the next publish replaces it
-            self._check(reply, "PING")
+            check_reply(self.config, reply, "PING")
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
         name = self._names.get(channel)
@@ -301,65 +296,6 @@ class RedisConnection:
                 self._deliver(name, data)
         else:
             self._deliver(name, data)
-
-    # -- errors -----------------------------------------------------------------------------
-
-    def _check(self, reply: Reply, doing: str) -> None:
-        if isinstance(reply, ErrorReply):
-            text = self.config.redact(reply.text).rstrip(".")
-            url = self.config.url
-            if reply.code == "NOPERM" and doing in _CHANNEL_COMMANDS:
-                raise AccessDenied(
-                    f"{url} refused {doing}: {text}. The ACL rules of this user do not allow "
-                    "the channel (see its '&pattern' rules, ACL GETUSER)."
-                )
-            if reply.code in _AUTH_CODES:
-                raise AuthenticationFailed(
-                    f"{url} refused {doing}: {text}. Check the username and password (in the "
-                    f"URL, the password= option or {ENV_PASSWORD}) and the ACL rules of the user."
-                )
-            raise BackboneError(f"{url} answered {doing} with an error: {text}")
-
-    def _typed(self, exc: Exception) -> Exception:
-        """A typed, secret-free error for a failure while connecting."""
-        from redis import exceptions as redis_errors
-
-        url = self.config.url
-        text = self.config.redact(str(exc)).rstrip(".") or type(exc).__name__
-        if isinstance(exc, (BackboneError, InvalidOption)):
-            return exc
-        if isinstance(exc, redis_errors.AuthenticationError) or _is_auth(exc):
-            user = self.config.connection_kwargs.get("username") or "default"
-            return AuthenticationFailed(
-                f"{url} refused the credentials of user {user!r}: {text}. Check the username and "
-                f"password (in the URL, the password= option or {ENV_PASSWORD})."
-            )
-        if isinstance(exc, redis_errors.ResponseError) and "DB index" in str(exc):
-            return InvalidOption(f"{url}: {text}. Use a database number the server has.")
-        tls = _ssl_error(exc)
-        if tls is not None:
-            hint = (
-                "the server's certificate did not verify (check ssl_ca_certs, and the host name "
-                "against the certificate, or ssl_check_hostname)"
-                if isinstance(tls, ssl.SSLCertVerificationError)
-                else "is it a TLS port? rediss:// needs a server with TLS enabled"
-            )
-            return BackboneUnavailable(
-                f"TLS handshake with {url} failed: {self.config.redact(str(tls))}; {hint}."
-            )
-        if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)):
-            return self._unreachable(text)
-        return BackboneError(f"Could not connect to {url}: {type(exc).__name__}: {text}")
-
-    def _unreachable(self, text: str) -> BackboneUnavailable:
-        hint = ""
-        if not self.config.tls and "connecting to" not in text:
-            # Connected, then dropped during the handshake: the usual sign of a TLS port.
-            hint = " If the server only speaks TLS, use rediss://."
-        return BackboneUnavailable(
-            f"Could not connect to {self.config.url}: {text}. Check that Redis is running and "
-            f"reachable from here.{hint}"
-        )
 
 
 def _redis_connection(config: RedisConfig) -> AbstractConnection:
@@ -482,24 +418,3 @@ def _channel_bytes(channel: str) -> bytes:
         return channel.encode()
     except UnicodeEncodeError as exc:
         raise InvalidChannel(f"The channel name is not valid Unicode text: {exc}.") from None
-
-
-def _is_auth(exc: BaseException) -> bool:
-    text = str(exc)
-    return any(code in text for code in (*_AUTH_CODES, "invalid password", "invalid username"))
-
-
-def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return None
-        if isinstance(seen, ssl.SSLError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _cause(exc: Exception, config: RedisConfig) -> Exception | None:
-    """Chain the driver's error unless its text would show the password."""
-    return exc if config.redact(str(exc)) == str(exc) else None
