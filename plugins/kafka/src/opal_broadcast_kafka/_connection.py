@@ -18,23 +18,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opal_broadcast.plugin import (
-    AuthenticationFailed,
     BackboneError,
     BackboneUnavailable,
     BackboneURL,
     BroadcastError,
     InvalidMessage,
-    InvalidOption,
     Link,
     MessageTooLarge,
     lazy_import,
 )
 
+from ._connect import connect_error, ssl_context
 from ._options import Settings, settings_for, topic_prefix
 from ._redaction import protect
 from ._topics import TopicNames
@@ -117,7 +115,7 @@ class KafkaConnection:
         protect(settings.secrets)
         for secret in settings.secrets:
             link.keep_secret(secret)
-        tls = _ssl_context(settings, str(url))
+        tls = ssl_context(settings, str(url))
         common = {**settings.client_options(), "ssl_context": tls}
         producer = aiokafka.AIOKafkaProducer(
             **common, acks=settings.acks, linger_ms=0, max_request_size=settings.max_request_size
@@ -145,7 +143,7 @@ class KafkaConnection:
             _keep(asyncio.ensure_future(_stop_all(producer, consumer)))
             if not isinstance(failure, Exception):
                 raise failure
-            raise await _connect_error(url, settings, tls, failure)
+            raise await connect_error(url, settings, tls, failure)
         connection = cls(url, settings, link, producer, consumer)
         connection._adopt(link.resume_state)
         return connection
@@ -453,83 +451,6 @@ def _decode(record: Any) -> str | bytes:
         return value.decode()  # type: ignore[no-any-return]
     except UnicodeDecodeError:
         return value  # type: ignore[no-any-return]
-
-
-def _ssl_context(settings: Settings, where: str) -> ssl.SSLContext | None:
-    if not settings.uses_tls:
-        return None
-    try:
-        return aiokafka_helpers.create_ssl_context(  # type: ignore[no-any-return]
-            cafile=settings.ssl_cafile,
-            capath=settings.ssl_capath,
-            certfile=settings.ssl_certfile,
-            keyfile=settings.ssl_keyfile,
-            password=settings.ssl_key_password,
-        )
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        raise InvalidOption(
-            f"Could not load the TLS files for {where} ({settings.redact(str(exc))}): check "
-            "ssl_cafile, ssl_capath, ssl_certfile, ssl_keyfile and ssl_key_password (or the "
-            "KAFKA_SSL_* variables)."
-        ) from None
-
-
-async def _connect_error(
-    url: BackboneURL, settings: Settings, tls: ssl.SSLContext | None, failure: Exception
-) -> BroadcastError:
-    """Why the clients could not start. aiokafka says only "Unable to bootstrap" (it logs each
-    server's error), so each server is tried again, once, to find the cause."""
-    if not isinstance(failure, kafka_errors.KafkaConnectionError):
-        detail = settings.redact(cluster.describe(failure))
-        return BackboneUnavailable(f"Could not connect to {url}: {detail}.")
-    reasons = []
-    answered = 0
-    for host, port, _family in aiokafka_conn.collect_hosts(
-        settings.bootstrap_servers, randomize=False
-    ):
-        try:
-            conn = await aiokafka_conn.create_conn(
-                host,
-                port,
-                client_id=settings.client_id,
-                request_timeout_ms=settings.request_timeout_ms,
-                ssl_context=tls,
-                security_protocol=settings.security_protocol,
-                sasl_mechanism=settings.sasl_mechanism,
-                sasl_plain_username=settings.username,
-                sasl_plain_password=settings.password,
-            )
-        except kafka_errors.SaslAuthenticationFailed as exc:
-            return AuthenticationFailed(
-                f"{url} refused the credentials of user {settings.username!r} (SASL "
-                f"{settings.sasl_mechanism}: {settings.redact(str(exc))}). Check the username and "
-                "password (URL userinfo, the username/password options, or KAFKA_PLAIN_USERNAME "
-                "and KAFKA_PLAIN_PASSWORD) and sasl_mechanism."
-            )
-        except (
-            kafka_errors.UnsupportedSaslMechanismError,
-            kafka_errors.IllegalSaslStateError,
-        ) as exc:
-            return BackboneError(
-                f"{url} does not accept SASL {settings.sasl_mechanism} on {host}:{port} "
-                f"({settings.redact(str(exc))}). Check security_protocol and sasl_mechanism "
-                "against the listener's configuration."
-            )
-        except Exception as exc:
-            reasons.append(f"{host}:{port}: {settings.redact(cluster.describe(exc))}")
-        else:
-            conn.close()
-            answered += 1
-            reasons.append(
-                f"{host}:{port} accepted the connection but not the metadata request (is "
-                f"security_protocol={settings.security_protocol} what this listener expects?)"
-            )
-    hint = (
-        "Check the security settings against the listeners' configuration."
-        if answered
-        else "Check that a broker is running and reachable from here."
-    )
-    return BackboneUnavailable(f"Could not connect to {url}: {'; '.join(reasons)}. {hint}")
 
 
 async def _stop_all(producer: Any, consumer: Any) -> None:
