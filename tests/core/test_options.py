@@ -51,6 +51,12 @@ def test_query_values_are_converted_and_keywords_win(tmp_path):
     assert values["ca_file"] == str(ca)
 
 
+def test_a_path_starting_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "ca.pem").write_text("x")
+    assert parse("ca_file=~/ca.pem")["ca_file"] == str(tmp_path / "ca.pem")
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("5", 5.0), ("2.5s", 2.5), ("250ms", 0.25), ("2m", 120.0), ("1h", 3600.0)]
 )

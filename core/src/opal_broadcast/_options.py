@@ -132,13 +132,15 @@ class Option:
     def path(
         cls, name: str, *, default: str | None = None, must_exist: bool = True, **more: Any
     ) -> Option:
-        """A filesystem path (``str``), checked to exist unless ``must_exist=False``."""
+        """A filesystem path (``str``, ``~`` expanded), checked to exist unless
+        ``must_exist=False``."""
 
         def convert(value: object) -> str:
             text = os.fspath(value) if isinstance(value, os.PathLike) else _text(value)
-            if must_exist and not Path(text).exists():
+            path = Path(str(text)).expanduser()
+            if must_exist and not path.exists():
                 raise _Refused("the path of an existing file")
-            return str(text)
+            return str(path)
 
         return cls(name, convert, default, **more)
 
