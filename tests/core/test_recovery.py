@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from opal_broadcast import BackboneUnavailable, Broadcast, Gap, SubscriptionGap
-from opal_broadcast._publish import Deadlines
+from opal_broadcast._deadlines import Deadlines
 from opal_broadcast.testing import freeze_memory, restore_memory, simulate_memory_loss
 
 pytestmark = pytest.mark.anyio

@@ -9,6 +9,7 @@ is changing that right now, is kept here too; :mod:`._subscriptions` decides whe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,7 +34,7 @@ class Channel:
         self.pending = 0
         #: Set while a backbone (un)subscribe of this channel runs; set when it ends. Nobody holds
         #: it across a wait for anything else, so nobody can wait on its holder in a cycle.
-        self.busy: anyio.Event | None = None
+        self.busy: asyncio.Event | anyio.Event | None = None
 
     @property
     def wanted(self) -> bool:

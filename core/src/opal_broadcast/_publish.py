@@ -8,31 +8,27 @@ refuse the message at once (``check_message``). Errors come out typed and masked
 On asyncio, with Python >= 3.11, the deadline is not a cancel scope: an anyio cancel scope costs
 about as much as a loopback publish round trip's whole framework budget (~11 us per
 ``fail_after`` on the CI machine), and on that path every Python call shows (each is ~1% of a
-loopback round trip). One timer per hub (:class:`Deadlines`) watches every in-flight publish,
-whatever its timeout, and :func:`publish` does the bookkeeping inline. The timer cancels expired
-tasks with a marker, and :meth:`Deadlines.timed_out` takes that cancellation back (``uncancel``,
-as ``asyncio.timeout`` does). Elsewhere :attr:`Publisher.fast` is None and the slow path uses
-anyio's ``fail_after``.
+loopback round trip). One timer per hub (:class:`~._deadlines.Deadlines`) watches every in-flight publish,
+whatever its timeout, and :func:`publish` does the bookkeeping inline. Elsewhere
+:attr:`Publisher.fast` is None and the slow path uses anyio's ``fail_after``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
+from ._deadlines import Deadlines
 from ._errors import BackboneUnavailable, InvalidChannel, InvalidMessage
 
 if TYPE_CHECKING:
     from ._broadcast import Broadcast
     from ._hub import Hub
 
-__all__ = ["Deadlines", "Publisher", "check_channel_name", "publish"]
+__all__ = ["Publisher", "check_channel_name", "publish"]
 
 
 async def publish(self: Broadcast, channel: str, message: str | bytes) -> None:
@@ -125,59 +121,3 @@ class Publisher:
         return BackboneUnavailable(
             self.hub.unavailable(f"publishing timed out after {timeout:g} s")
         )
-
-
-_EXPIRED = "opal_broadcast: deadline expired"
-
-
-class Deadlines:
-    """Bounds publishes in time; one instance per hub (see the module docstring)."""
-
-    __slots__ = ("_timer", "clock", "expired", "inflight", "loop", "native", "next_expiry")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        """``loop``: the hub's asyncio event loop; None on another async library."""
-        self.native = loop is not None and sys.version_info >= (3, 11)
-        #: The event loop. Passing it to ``current_task`` matters: without it, CPython 3.11 finds
-        #: the running loop with a ``getpid()`` system call (a fork check), which cost about 5% of
-        #: a loopback publish round trip.
-        self.loop = loop
-        #: The loop's clock: ``loop.time``, or ``time.monotonic`` itself where that is all it
-        #: does (asyncio's own loops), saving a Python call per publish.
-        self.clock: Callable[[], float] = time.monotonic
-        if loop is not None and type(loop).time is not asyncio.BaseEventLoop.time:
-            self.clock = loop.time  # uvloop's cached clock, a test loop's virtual one
-        #: The expiry (``clock()``) of each task's publish.
-        self.inflight: dict[asyncio.Task[Any], float] = {}
-        #: Tasks the timer cancelled and that have not yet seen it.
-        self.expired: set[asyncio.Task[Any]] = set()
-        #: When the timer fires (``clock()``); infinity when it is not set.
-        self.next_expiry = math.inf
-        self._timer: asyncio.TimerHandle | None = None
-
-    def schedule(self, expiry: float) -> None:
-        """Fire the timer at ``expiry`` (``clock()``) instead of later."""
-        if self._timer is not None:
-            self._timer.cancel()
-        assert self.loop is not None, "native deadlines only"
-        self._timer = self.loop.call_at(expiry, self._expire)
-        self.next_expiry = expiry
-
-    def timed_out(self, task: asyncio.Task[Any]) -> bool:
-        """Whether the cancellation ``task`` received is its deadline's, and nobody else's."""
-        return task in self.expired and task.uncancel() == 0  # type: ignore[attr-defined,unused-ignore]
-
-    def _expire(self) -> None:
-        self._timer = None
-        self.next_expiry = math.inf
-        now = self.clock()
-        following = math.inf
-        for task, expiry in self.inflight.items():
-            if expiry <= now:
-                if task not in self.expired:
-                    self.expired.add(task)
-                    task.cancel(_EXPIRED)
-            elif expiry < following:
-                following = expiry
-        if following < math.inf:
-            self.schedule(following)

@@ -5,18 +5,22 @@ after its last; after a reconnect the supervisor restores every channel that sti
 subscribers. At most one backbone (un)subscribe per channel runs at a time (the contract):
 whoever starts one marks the channel *busy* with an event that others wait on. Nothing is held
 while waiting for the connection, so a ``subscribe()`` arriving during a reconnect and the
-restore cannot block each other: the channel becomes live by whichever gets there first.
+restore cannot block each other: the channel becomes live by whichever gets there first. With a
+plugin that takes batches, (un)subscribes that arrive together share one plugin call (``_rounds``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ._channels import Channel
 from ._errors import BackboneUnavailable
+from ._rounds import Rounds
 from ._subscriber import Subscriber
 
 if TYPE_CHECKING:
@@ -34,10 +38,18 @@ RESTORE_CONCURRENCY = 32
 class Subscriptions:
     """The backbone side of one hub's channels."""
 
-    __slots__ = ("hub",)
+    __slots__ = ("hub", "new_event", "subscribing", "unsubscribing")
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        #: An event for a channel being (un)subscribed: asyncio's own on asyncio (an
+        #: ``anyio.Event`` asks sniffio which library runs, each time it is made).
+        self.new_event: Callable[[], asyncio.Event | anyio.Event] = (
+            asyncio.Event if hub.loop is not None else anyio.Event
+        )
+        #: With a plugin that takes batches, (un)subscribes arriving together go in one call.
+        self.subscribing = Rounds(self._subscribe_round, self.new_event)
+        self.unsubscribing = Rounds(self._unsubscribe_round, self.new_event)
 
     async def add(self, subscriber: Subscriber[Any], timeout: float) -> None:
         """Attach ``subscriber`` once its channel is live, within ``timeout`` or raise typed.
@@ -52,10 +64,13 @@ class Subscriptions:
             return
         entry.pending += 1
         try:
-            with anyio.fail_after(timeout):
+            with hub.publisher.deadlines.bound(timeout):
                 while not entry.live:
                     await hub.wait_up()
-                    await self._subscribe_once([(channel, entry)], report_loss=True)
+                    if hub.batch_size > 1:
+                        await self.subscribing.join(channel, entry)
+                    else:
+                        await self._subscribe_once([(channel, entry)], report_loss=True)
                 entry.subscribers.add(subscriber)
         except TimeoutError:
             raise BackboneUnavailable(
@@ -135,7 +150,7 @@ class Subscriptions:
         mine = [(name, entry) for name, entry in channels if entry.busy is None]
         if mine:
             generation, link = hub.generation, hub.link
-            done = anyio.Event()
+            done = self.new_event()
             for _, entry in mine:
                 entry.busy = done
             try:
@@ -163,15 +178,59 @@ class Subscriptions:
                 await entry.busy.wait()
             if entry.live and not entry.wanted and hub.is_up:
                 entry.live = False
-                entry.busy = done = anyio.Event()
+                entry.busy = done = self.new_event()
                 try:
-                    await hub.connection.unsubscribe([channel])
-                except Exception as exc:
-                    logger.debug("unsubscribing %r failed (ignored): %s", channel, exc)
+                    if hub.batch_size > 1:
+                        await self.unsubscribing.join(channel, entry)
+                    else:
+                        await self._unsubscribe(hub.connection, [channel])
                 finally:
                     entry.busy = None
                     done.set()
         hub.channels.forget_if_unused(channel, entry)
+
+    async def _subscribe_round(self, items: list[tuple[str, Channel]]) -> dict[str, Exception]:
+        """Subscribe a round's channels in batches; a failed batch is tried again channel by
+        channel, so a channel the backbone refuses (access control) fails alone."""
+        hub = self.hub
+        todo = [(name, entry) for name, entry in items if entry.wanted and not entry.live]
+        failures: dict[str, Exception] = {}
+        for start in range(0, len(todo), hub.batch_size):
+            if not hub.is_up:  # lost meanwhile: the callers wait for the reconnect and go again
+                break
+            batch = todo[start : start + hub.batch_size]
+            try:
+                await self._subscribe_once(batch, report_loss=True)
+            except Exception as exc:
+                if len(batch) == 1:
+                    failures[batch[0][0]] = exc
+                    continue
+                for name, entry in batch:
+                    try:
+                        await self._subscribe_once([(name, entry)], report_loss=True)
+                    except Exception as one:
+                        failures[name] = one
+        for name, entry in todo:  # every caller of this channel left while it was subscribed
+            if entry.live and not entry.wanted:
+                await self._unsubscribe_unwanted(name, entry)
+        return failures
+
+    async def _unsubscribe_round(self, items: list[tuple[str, Channel]]) -> dict[str, Exception]:
+        names, size, connection = (
+            [name for name, _ in items],
+            self.hub.batch_size,
+            self.hub.connection,
+        )
+        for start in range(0, len(names), size):
+            await self._unsubscribe(connection, names[start : start + size])
+        return {}
+
+    @staticmethod
+    async def _unsubscribe(connection: Any, channels: list[str]) -> None:
+        try:
+            await connection.unsubscribe(channels)
+        except Exception as exc:
+            logger.debug("unsubscribing %d channel(s) failed (ignored): %s", len(channels), exc)
 
 
 def _unavailable(exc: Exception) -> bool:

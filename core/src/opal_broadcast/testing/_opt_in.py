@@ -92,6 +92,30 @@ class AccessControlConformance:
                 assert (await _next_event(subscriber)).message == "still fine"
             assert broadcast.health().ok
 
+    async def test_a_refused_channel_entered_with_an_allowed_one_fails_alone(
+        self, restricted: tuple[str, str, str], broadcast_options: dict[str, Any]
+    ) -> None:
+        """Subscribes entered together may reach the plugin in one batch: the refusal of one
+        channel must not fail the others (the core retries a failed batch channel by channel)."""
+        url, allowed, denied = restricted
+        outcomes: dict[str, str] = {}
+        async with Broadcast(url, **broadcast_options) as broadcast:
+
+            async def enter(channel: str) -> None:
+                try:
+                    async with broadcast.subscribe(channel) as subscriber:
+                        if channel == allowed:
+                            await broadcast.publish(allowed, "entered together")
+                            outcomes[channel] = (await _next_event(subscriber)).message
+                except AccessDenied:
+                    outcomes[channel] = "denied"
+
+            with anyio.fail_after(DEADLINE):
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(enter, denied)
+                    tasks.start_soon(enter, allowed)
+        assert outcomes == {allowed: "entered together", denied: "denied"}
+
     async def test_a_refused_publish_is_access_denied(
         self, restricted: tuple[str, str, str], broadcast_options: dict[str, Any]
     ) -> None:
