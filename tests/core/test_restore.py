@@ -88,12 +88,18 @@ async def test_a_subscriber_arriving_while_down_waits_its_timeout_and_fails_type
         restore_memory(url)
 
 
-def slow_restore_plugin(scheme, gate: anyio.Event, subscribed: list[str]):
-    """memory:// with a subscribe that waits for ``gate`` once a reconnect has happened."""
+def slow_restore_plugin(scheme, gate: anyio.Event, subscribed: list[str], probes=None):
+    """memory:// with a subscribe that waits for ``gate`` once a reconnect has happened
+    (``probes``: each probe's count of connections, and whether the gate was still shut)."""
     plugin = types.ModuleType(f"plugin_{scheme}")
     connects = []
 
     class SlowRestore(MemoryConnection):
+        async def probe(self):
+            if probes is not None:
+                probes.append((len(connects), gate.is_set()))
+            await super().probe()
+
         @classmethod
         async def open(cls, url, options, link):
             connects.append(url)
@@ -133,6 +139,26 @@ async def test_publishing_does_not_wait_for_the_restore():
             await broadcast.publish("c", "restored")
             assert await subscriber.get() == Event("c", "restored")
     assert subscribed == ["c", "c"]
+
+
+async def test_no_probe_runs_before_the_restore_is_done():
+    """A plugin may count on it (Kafka forgets the positions of channels left during an outage
+    at its first probe): probing while the restore waits would lose the others' positions."""
+    gate, subscribed, probes = anyio.Event(), [], []
+    plugin = slow_restore_plugin("probedrestore", gate, subscribed, probes)
+    url = f"probedrestore://{uuid.uuid4().hex[:8]}"
+    options = {**FAST, "probe_interval": 0.01}
+    async with Broadcast(url, backend=plugin, **options) as broadcast:
+        async with broadcast.subscribe("c", keep_going=True) as subscriber:
+            await _until(lambda: len(probes) >= 2)  # the first connection is probed
+            simulate_memory_loss(url, stay_down=False)
+            assert isinstance(await subscriber.get(), Gap)
+            await _until(lambda: broadcast.health().state == "restoring")
+            await anyio.sleep(0.2)  # twenty probe intervals
+            gate.set()
+            await _until(lambda: broadcast.health().state == "connected")
+            await _until(lambda: probes[-1][0] == 2)  # the new connection is probed, after
+    assert (2, False) not in probes, probes
 
 
 async def test_many_channels_are_restored_concurrently(url):

@@ -161,7 +161,8 @@ class Connection(Protocol):
     async def probe(self) -> None:
         """Check that the connection still carries traffic (a PING, ``SELECT 1``).
 
-        Called every ``probe_interval`` seconds while connected, possibly during a publish.
+        Called every ``probe_interval`` seconds while connected, possibly during a publish;
+        never during the restore that follows a reconnect (every channel subscribed again first).
         Raising, or not returning within ``probe_timeout``, counts as a loss: this is what finds
         a frozen connection (TCP open, nothing forwarded) that no driver notices. A backbone
         whose driver already detects that may return at once.

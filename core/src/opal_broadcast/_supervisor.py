@@ -70,8 +70,8 @@ class Supervisor:
         while True:
             await anyio.sleep(timings.probe_interval)
             link, connection = hub.link, hub.connection
-            if not hub.is_up or link is None:
-                continue
+            if hub.state != "connected" or link is None:
+                continue  # restoring too: the contract promises no probe before it is done
             try:
                 with anyio.fail_after(timings.probe_timeout):
                     await connection.probe()
