@@ -132,3 +132,53 @@ def test_declaring_an_option_twice_or_with_a_bad_name_is_refused():
         Options(Option.text("a"), Option.integer("a"))
     with pytest.raises(ValueError, match="lower case"):
         Options(Option.text("Bad-Name"))
+
+
+@pytest.mark.parametrize("value", ["1_0", "+3", "3.0", "0x10", "", 3.0])
+def test_an_integer_is_digits_only(value):
+    with pytest.raises(InvalidOption, match="'db' must be a whole number"):
+        parse(db=value)
+    assert parse("db= 7 ")["db"] == 7
+
+
+def test_a_choice_may_ignore_case_and_gives_the_declared_spelling():
+    options = Options(Option.choice("reqs", ("required", "none"), case_sensitive=False))
+    url = BackboneURL.parse("acme://h?reqs=REQUIRED")
+    assert options.parse(url, environ={})["reqs"] == "required"
+    with pytest.raises(InvalidOption, match="one of required, none, not 'maybe'"):
+        options.parse(BackboneURL.parse("acme://h?reqs=maybe"), environ={})
+    with pytest.raises(InvalidOption, match="one of required, none, not 5"):
+        options.parse(BackboneURL.parse("acme://h"), {"reqs": 5}, environ={})
+
+
+def test_a_path_may_have_to_be_a_file_or_a_directory(tmp_path):
+    options = Options(Option.path("ca", kind="file"), Option.path("capath", kind="directory"))
+    (tmp_path / "ca.pem").write_text("x")
+    url = BackboneURL.parse("acme://h")
+    values = options.parse(url, {"ca": tmp_path / "ca.pem", "capath": tmp_path}, environ={})
+    assert values == {"ca": str(tmp_path / "ca.pem"), "capath": str(tmp_path)}
+    with pytest.raises(InvalidOption, match="'ca' must be the path of an existing file"):
+        options.parse(url, {"ca": str(tmp_path)}, environ={})
+    with pytest.raises(InvalidOption, match="'capath' must be the path of an existing directory"):
+        options.parse(url, {"capath": str(tmp_path / "ca.pem")}, environ={})
+
+
+def test_a_value_without_a_check_is_taken_as_given_and_a_check_may_word_its_own_error():
+    def even(value):
+        if int(value) % 2:
+            raise InvalidOption("acme:// wants an even count, you gave an odd one.")
+        return int(value)
+
+    options = Options(Option.value("context"), Option.value("count", even, query=True))
+    marker = object()
+    url = BackboneURL.parse("acme://h?count=4")
+    assert options.parse(url, {"context": marker}, environ={}) == {"context": marker, "count": 4}
+    with pytest.raises(InvalidOption) as caught:
+        options.parse(BackboneURL.parse("acme://h?count=3"), environ={})
+    assert str(caught.value) == "acme:// wants an even count, you gave an odd one."
+
+
+def test_large_bounds_are_written_in_full():
+    options = Options(Option.integer("size", minimum=8000, maximum=256 * 1024 * 1024))
+    with pytest.raises(InvalidOption, match="from 8000 to 268435456, not '1'"):
+        options.parse(BackboneURL.parse("acme://h?size=1"), environ={})

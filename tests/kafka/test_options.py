@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from opal_broadcast import BackboneURL, Broadcast, InvalidChannel, InvalidOption, InvalidURL
-from opal_broadcast_kafka._options import settings_for
+from opal_broadcast_kafka._options import KafkaConfig
 from opal_broadcast_kafka._topics import TopicNames
 
 pytestmark = pytest.mark.anyio
@@ -19,7 +19,7 @@ SECRET = "s3cr3t-sentinel"
 
 
 def parse(url: str, environ: dict[str, str] | None = None, **options: Any):
-    return settings_for(BackboneURL.parse(url), options, environ or {})
+    return KafkaConfig.parse(BackboneURL.parse(url), options, environ or {})
 
 
 def test_the_entry_point_module_imports_no_driver():
@@ -33,29 +33,29 @@ def test_the_entry_point_module_imports_no_driver():
 
 def test_several_bootstrap_servers_and_default_ports():
     """A multi-host netloc (which urllib cannot read) becomes aiokafka's server list."""
-    settings = parse("kafka://k1:9093,k2,[::1]:9094,10.0.0.5")
-    assert settings.bootstrap_servers == ["k1:9093", "k2:9092", "[::1]:9094", "10.0.0.5:9092"]
+    config = parse("kafka://k1:9093,k2,[::1]:9094,10.0.0.5")
+    assert config.bootstrap_servers == ["k1:9093", "k2:9092", "[::1]:9094", "10.0.0.5:9092"]
     assert parse("kafka://").bootstrap_servers == ["localhost:9092"]
 
 
 def test_defaults_are_a_plaintext_broadcast_channel():
     """No prefix (the channel is the topic, as with broadcaster), acks=all, short fetch waits."""
-    settings = parse("kafka://k1")
-    assert settings.topic_prefix == ""
-    assert settings.security_protocol == "PLAINTEXT"
-    assert settings.acks == "all"
-    assert settings.fetch_max_wait_ms == 100
-    assert settings.partitions == 1
-    assert settings.replication_factor is None
+    config = parse("kafka://k1")
+    assert config.topic_prefix == ""
+    assert config.security_protocol == "PLAINTEXT"
+    assert config.acks == "all"
+    assert config.fetch_max_wait_ms == 100
+    assert config.partitions == 1
+    assert config.replication_factor is None
 
 
 def test_options_from_the_query_string_and_keywords():
     """Query options are parsed from text; keyword options win over them."""
-    settings = parse(
+    config = parse(
         "kafka://k1?topic_prefix=opal.&partitions=3&acks=1&fetch_max_wait_ms=20", partitions=6
     )
-    assert (settings.topic_prefix, settings.partitions, settings.acks) == ("opal.", 6, 1)
-    assert settings.fetch_max_wait_ms == 20
+    assert (config.topic_prefix, config.partitions, config.acks) == ("opal.", 6, 1)
+    assert config.fetch_max_wait_ms == 20
 
 
 @pytest.mark.parametrize(
@@ -92,19 +92,19 @@ def test_a_path_is_refused():
 def test_a_password_in_the_query_string_is_accepted_and_masked():
     """password= and ssl_key_password= may be query options: the URL masks their values."""
     url = "kafka://opal@k1?security_protocol=SASL_SSL&password=pw-sentinel&ssl_key_password=key-sentinel"
-    settings = parse(url)
-    assert (settings.password, settings.ssl_key_password) == ("pw-sentinel", "key-sentinel")
-    shown = f"{BackboneURL.parse(url)} {settings!r}"
+    config = parse(url)
+    assert (config.password, config.ssl_key_password) == ("pw-sentinel", "key-sentinel")
+    shown = f"{BackboneURL.parse(url)} {config!r}"
     assert "pw-sentinel" not in shown
     assert "key-sentinel" not in shown
 
 
 def test_credentials_in_the_userinfo_select_sasl():
     """kafka://user:password@host means SASL (PLAIN unless sasl_mechanism says otherwise)."""
-    settings = parse("kafka://opal:pw%2Fx@k1?sasl_mechanism=scram-sha-512")
-    assert (settings.username, settings.password) == ("opal", "pw/x")
-    assert settings.security_protocol == "SASL_PLAINTEXT"
-    assert settings.sasl_mechanism == "SCRAM-SHA-512"
+    config = parse("kafka://opal:pw%2Fx@k1?sasl_mechanism=scram-sha-512")
+    assert (config.username, config.password) == ("opal", "pw/x")
+    assert config.security_protocol == "SASL_PLAINTEXT"
+    assert config.sasl_mechanism == "SCRAM-SHA-512"
     tls = parse("kafka://opal:pw@k1", ssl_cafile="/ca.pem")
     assert tls.security_protocol == "SASL_SSL"
     assert parse("kafka://k1", ssl_cafile="/ca.pem").security_protocol == "SSL"
@@ -122,19 +122,19 @@ def test_the_environment_variables_of_opal_deployments_are_honoured():
         "KAFKA_SSL_KEYFILE": "/client.key",
         "KAFKA_SSL_KEY_PASSWORD": "key-secret",
     }
-    settings = parse("kafka://k1", environ)
-    assert settings.security_protocol == "SASL_SSL"
-    assert settings.sasl_mechanism == "SCRAM-SHA-256"
-    assert (settings.username, settings.password) == ("env-user", SECRET)
-    assert (settings.ssl_cafile, settings.ssl_certfile, settings.ssl_keyfile) == (
+    config = parse("kafka://k1", environ)
+    assert config.security_protocol == "SASL_SSL"
+    assert config.sasl_mechanism == "SCRAM-SHA-256"
+    assert (config.username, config.password) == ("env-user", SECRET)
+    assert (config.ssl_cafile, config.ssl_certfile, config.ssl_keyfile) == (
         "/ca.pem",
         "/client.pem",
         "/client.key",
     )
-    assert settings.ssl_key_password == "key-secret"
-    assert SECRET not in repr(settings)
-    assert "key-secret" not in repr(settings)
-    assert settings.redact(f"oops {SECRET} and key-secret") == "oops *** and ***"
+    assert config.ssl_key_password == "key-secret"
+    assert SECRET not in repr(config)
+    assert "key-secret" not in repr(config)
+    assert config.redact(f"oops {SECRET} and key-secret") == "oops *** and ***"
 
 
 def test_the_url_and_keywords_win_over_the_environment():
@@ -146,15 +146,36 @@ def test_the_url_and_keywords_win_over_the_environment():
     assert parse("kafka://k1", environ).password == "env-pw"
 
 
+def test_the_query_string_wins_over_the_userinfo():
+    """username=/password= in the query string beat the userinfo; a keyword beats both."""
+    config = parse("kafka://info:info-pw@k1?username=query&password=query-pw")
+    assert (config.username, config.password) == ("query", "query-pw")
+    assert parse("kafka://info:info-pw@k1?password=query-pw", password="kw").password == "kw"
+
+
+@pytest.mark.parametrize("name", ["password", "ssl_key_password"])
+def test_a_bad_secret_is_refused_without_showing_it(name: str):
+    """A secret that is not a str is an InvalidOption naming the option, not the value."""
+    with pytest.raises(InvalidOption, match=name) as caught:
+        parse("kafka://k1", **{name: SECRET.encode()})
+    assert SECRET not in str(caught.value)
+
+
+def test_a_bad_environment_value_names_its_variable():
+    """The error says where the value came from, so the deployment can be fixed."""
+    with pytest.raises(InvalidOption, match="KAFKA_SECURITY_PROTOCOL"):
+        parse("kafka://k1", {"KAFKA_SECURITY_PROTOCOL": "TLS"})
+
+
 def test_environment_credentials_alone_keep_plaintext_as_broadcaster_did(
     caplog: pytest.LogCaptureFixture,
 ):
     """Without KAFKA_SECURITY_PROTOCOL the credentials are unused, with a warning (no secret)."""
     environ = {"KAFKA_PLAIN_USERNAME": "env", "KAFKA_PLAIN_PASSWORD": SECRET}
     with caplog.at_level(logging.WARNING, logger="opal_broadcast.kafka"):
-        settings = parse("kafka://k1", environ)
-    assert settings.security_protocol == "PLAINTEXT"
-    assert settings.client_options()["sasl_plain_password"] is None
+        config = parse("kafka://k1", environ)
+    assert config.security_protocol == "PLAINTEXT"
+    assert config.client_options()["sasl_plain_password"] is None
     assert "not used" in caplog.text
     assert SECRET not in caplog.text
 

@@ -50,19 +50,20 @@ def test_secrets_in_the_query_string_are_refused_without_echoing_them(name):
 @pytest.mark.parametrize(
     ("query", "match"),
     [
-        ("sslmode=sometimes", "sslmode"),
-        ("target_session_attrs=primary-ish", "target_session_attrs"),
-        ("keepalives=2", "keepalives"),
-        ("keepalives_idle=soon", "not an integer"),
-        ("keepalives_count=0", "out of range"),
-        ("pool_size=0", "pool_size"),
-        ("max_message_size=100", "max_message_size"),
-        ("connect_timeout=-1", "connect_timeout"),
-        ("ssl=true", "keyword option"),
+        ("sslmode=sometimes", "'sslmode' must be one of disable, allow, prefer, require"),
+        ("target_session_attrs=primary-ish", "'target_session_attrs' must be one of any, "),
+        ("keepalives=2", "'keepalives' must be a whole number from 0 to 1"),
+        ("keepalives_idle=soon", "'keepalives_idle' must be a whole number >= 1"),
+        ("keepalives_count=0", "'keepalives_count' must be a whole number >= 1"),
+        ("pool_size=0", "'pool_size' must be a whole number from 1 to 100"),
+        ("max_message_size=100", "'max_message_size' must be a whole number from 8000 to "),
+        ("connect_timeout=-1", "'connect_timeout' must be a duration in seconds >= 0.001"),
+        ("ssl=true", "'ssl' is only a keyword option"),
+        ("server_settings=x", "'server_settings' is only a keyword option"),
     ],
 )
 def test_bad_option_values_are_refused(query, match):
-    """Every option value is checked before any I/O, with the option named."""
+    """Every option value is checked before any I/O, naming the option and what it expects."""
     with pytest.raises(InvalidOption, match=match):
         _parse(f"postgres://h/db?{query}")
 
@@ -81,6 +82,17 @@ def test_pool_size_comes_from_the_option_then_the_broadcaster_variable():
     assert _parse("postgres://h/db", {POOL_SIZE_ENV: "7"}, pool_size=3).pool_size == 3
     with pytest.raises(InvalidOption, match=POOL_SIZE_ENV):
         _parse("postgres://h/db", {POOL_SIZE_ENV: "many"})
+
+
+def test_keyword_options_are_checked_too():
+    """Keywords are typed: asyncpg's keys become DSN text, server_settings must map str to str."""
+    config = _parse("postgres://h/db", port=5433, server_settings={"application_name": "opal"})
+    assert config.dsn == "postgresql://h/db?port=5433"
+    assert (config.application_name, config.server_settings) == ("opal", {})
+    with pytest.raises(InvalidOption, match="'server_settings' must be a dict of str to str"):
+        _parse("postgres://h/db", server_settings={"statement_timeout": 5})
+    with pytest.raises(InvalidOption, match="'connect_timeout' must be a duration"):
+        _parse("postgres://h/db", connect_timeout="soon")
 
 
 def test_keyword_options_win_over_the_query_string():

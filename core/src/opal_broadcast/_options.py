@@ -12,8 +12,8 @@ A plugin declares its options once::
 
 and parses them in ``Connection.open``: ``values = OPTIONS.parse(url, options)``. Unknown names
 are refused with the list of valid ones; a bad value is refused naming the option, what was given
-and what is expected; a ``secret`` option may not sit in the query string (only the userinfo
-password is masked in a URL's renderings), and its value is masked in every error.
+and what is expected; a ``secret`` option may not sit in the query string (the URL's renderings
+mask query values only for names that look secret), and its value is masked in every error.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ._errors import InvalidOption
 from ._url import BackboneURL
@@ -37,6 +37,7 @@ _FALSE = ("0", "false", "no", "off")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|m|h)?\s*\Z")
 _NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
+_INTEGER = re.compile(r"\s*-?[0-9]+\s*\Z")
 
 
 class _Refused(ValueError):
@@ -115,43 +116,66 @@ class Option:
 
     @classmethod
     def choice(
-        cls, name: str, choices: Iterable[str], *, default: str | None = None, **more: Any
+        cls,
+        name: str,
+        choices: Iterable[str],
+        *,
+        default: str | None = None,
+        case_sensitive: bool = True,
+        **more: Any,
     ) -> Option:
-        """One of ``choices`` (compared as given, case-sensitive)."""
-        allowed = tuple(choices)
+        """One of ``choices``; with ``case_sensitive=False`` any case is taken, and the value is
+        the choice as declared (``required`` for ``REQUIRED``)."""
+        allowed = {(c if case_sensitive else c.casefold()): c for c in choices}
 
         def convert(value: object) -> str:
-            text = _text(value)
-            if text not in allowed:
-                raise _Refused(f"one of {', '.join(allowed)}")
-            return text
+            if not isinstance(value, str):
+                raise _Refused(f"one of {', '.join(allowed.values())}")
+            found = allowed.get(value.strip() if case_sensitive else value.strip().casefold())
+            if found is None:
+                raise _Refused(f"one of {', '.join(allowed.values())}")
+            return found
 
         return cls(name, convert, default, **more)
 
     @classmethod
     def path(
-        cls, name: str, *, default: str | None = None, must_exist: bool = True, **more: Any
+        cls,
+        name: str,
+        *,
+        default: str | None = None,
+        must_exist: bool = True,
+        kind: Literal["file", "directory"] | None = None,
+        **more: Any,
     ) -> Option:
         """A filesystem path (``str``, ``~`` expanded), checked to exist unless
-        ``must_exist=False``."""
+        ``must_exist=False``; with ``kind``, to be a file or a directory."""
+        what = f"the path of an existing {kind or 'file or directory'}"
+        exists = {"file": Path.is_file, "directory": Path.is_dir, None: Path.exists}[kind]
 
         def convert(value: object) -> str:
             text = os.fspath(value) if isinstance(value, os.PathLike) else _text(value)
             path = Path(str(text)).expanduser()
-            if must_exist and not path.exists():
-                raise _Refused("the path of an existing file")
+            if must_exist and not exists(path):
+                raise _Refused(what)
             return str(path)
 
         return cls(name, convert, default, **more)
 
     @classmethod
     def value(
-        cls, name: str, check: Callable[[object], Any], *, default: Any = None, **more: Any
+        cls,
+        name: str,
+        check: Callable[[object], Any] | None = None,
+        *,
+        default: Any = None,
+        **more: Any,
     ) -> Option:
         """Anything ``check`` accepts (it returns the value to use or raises ``ValueError``
-        saying what it expects); keyword only unless ``query=True`` is given."""
+        saying what it expects; without ``check``, any value as given); keyword only unless
+        ``query=True`` is given (``check`` then gets the query's text too)."""
         more.setdefault("query", False)
-        return cls(name, check, default, **more)
+        return cls(name, check or _as_given, default, **more)
 
 
 class Options:
@@ -234,6 +258,8 @@ class Options:
 def _convert(scheme: str, option: Option, raw: object, source: str) -> Any:
     try:
         return option.convert(raw)
+    except InvalidOption:
+        raise  # a check that words its own error
     except (ValueError, TypeError) as exc:
         shown = "***" if option.secret else repr(raw)
         where = "" if source in ("keyword", "query") else f" (from {source})"
@@ -253,16 +279,9 @@ def _integer(value: object) -> int:
         raise _Refused("a whole number")
     if isinstance(value, int):
         return value
-    try:
-        return int(value.strip()) if isinstance(value, str) else int(_whole(value))
-    except ValueError:
-        raise _Refused("a whole number") from None
-
-
-def _whole(value: object) -> int:
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, str) and _INTEGER.match(value):
         return int(value)
-    raise ValueError(value)
+    raise _Refused("a whole number")
 
 
 def _number(value: object) -> float:
@@ -298,17 +317,26 @@ def _boolean(value: object) -> bool:
     raise _Refused("true or false")
 
 
+def _number_text(number: float | None) -> str:
+    """``1048576`` rather than ``1.04858e+06``; ``0.001`` as it is."""
+    return str(int(number)) if number is not None and float(number).is_integer() else f"{number:g}"
+
+
+def _as_given(value: object) -> object:
+    return value
+
+
 def _ranged(
     convert: Callable[[object], Any], low: float | None, high: float | None, what: str
 ) -> Callable[[object], Any]:
     if low is None and high is None:
         return convert
     bounds = (
-        f"{what} from {low:g} to {high:g}"
+        f"{what} from {_number_text(low)} to {_number_text(high)}"
         if low is not None and high is not None
-        else f"{what} >= {low:g}"
+        else f"{what} >= {_number_text(low)}"
         if low is not None
-        else f"{what} <= {high:g}"
+        else f"{what} <= {_number_text(high)}"
     )
 
     def checked(value: object) -> Any:

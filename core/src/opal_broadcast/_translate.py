@@ -9,7 +9,7 @@ is dropped; any other is chained.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import NoReturn
 
@@ -35,7 +35,7 @@ class Redactor:
 
     __slots__ = ("secrets", "url")
 
-    def __init__(self, url: BackboneURL, secrets: tuple[str, ...] = ()) -> None:
+    def __init__(self, url: BackboneURL, secrets: Iterable[str | None] = ()) -> None:
         self.url = url
         #: Secrets from outside the URL (options, environment) that a plugin asked to mask.
         self.secrets: set[str] = {secret for secret in secrets if secret}

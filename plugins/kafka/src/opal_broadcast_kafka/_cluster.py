@@ -18,7 +18,7 @@ from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-un
 from opal_broadcast import BackboneError, BackboneUnavailable, InvalidChannel, InvalidOption
 
 if TYPE_CHECKING:
-    from ._options import Settings
+    from ._options import KafkaConfig
 
 __all__ = ["Cluster", "describe"]
 
@@ -36,18 +36,18 @@ def describe(exc: BaseException) -> str:
 class Cluster:
     """Topic creation and health checks for one connection."""
 
-    def __init__(self, client: Any, settings: Settings, where: str) -> None:
+    def __init__(self, client: Any, config: KafkaConfig, where: str) -> None:
         self.client = client
-        self.settings = settings
+        self.config = config
         self.where = where  # the masked URL, for messages
 
     async def create_topic(self, topic: str) -> None:
         """Create ``topic`` unless it exists (explicitly: racing auto-creation loses messages)."""
-        settings = self.settings
+        config = self.config
         brokers = len(self.client.cluster.brokers()) or 1
-        replicas = settings.replication_factor or min(DEFAULT_REPLICAS, brokers)
+        replicas = config.replication_factor or min(DEFAULT_REPLICAS, brokers)
         request = CreateTopicsRequest(
-            [(topic, settings.partitions, replicas, [], [])], settings.request_timeout_ms, False
+            [(topic, config.partitions, replicas, [], [])], config.request_timeout_ms, False
         )
         for attempt in range(2):
             response = await self._send(request, prefer_controller=True)

@@ -33,7 +33,7 @@ from opal_broadcast.plugin import (
 )
 
 from ._connect import connect_error, ssl_context
-from ._options import Settings, settings_for, topic_prefix
+from ._options import KafkaConfig, topic_prefix
 from ._redaction import protect
 from ._topics import TopicNames
 
@@ -76,18 +76,18 @@ class KafkaConnection:
     def __init__(
         self,
         url: BackboneURL,
-        settings: Settings,
+        config: KafkaConfig,
         link: Link,
         producer: Any,
         consumer: Any,
     ) -> None:
         self.where = str(url)
-        self.settings = settings
+        self.config = config
         self.link = link
         self.producer = producer
         self.consumer = consumer
-        self.topics = TopicNames(settings.topic_prefix)
-        self.cluster = cluster.Cluster(producer.client, settings, self.where)
+        self.topics = TopicNames(config.topic_prefix)
+        self.cluster = cluster.Cluster(producer.client, config, self.where)
         #: subscribed topic -> its channel
         self.channels: dict[str, str] = {}
         #: next offset to deliver, per assigned partition (shared with ``link.resume_state``)
@@ -111,14 +111,14 @@ class KafkaConnection:
         cls, url: BackboneURL, options: Mapping[str, Any], link: Link
     ) -> KafkaConnection:
         """Start a producer and a consumer, or raise a typed error saying why not."""
-        settings = settings_for(url, options)
-        protect(settings.secrets)
-        for secret in settings.secrets:
+        config = KafkaConfig.parse(url, options)
+        protect(config.redact.secrets)
+        for secret in config.redact.secrets:
             link.keep_secret(secret)
-        tls = ssl_context(settings, str(url))
-        common = {**settings.client_options(), "ssl_context": tls}
+        tls = ssl_context(config, str(url))
+        common = {**config.client_options(), "ssl_context": tls}
         producer = aiokafka.AIOKafkaProducer(
-            **common, acks=settings.acks, linger_ms=0, max_request_size=settings.max_request_size
+            **common, acks=config.acks, linger_ms=0, max_request_size=config.max_request_size
         )
         consumer = aiokafka.AIOKafkaConsumer(
             **common,
@@ -128,7 +128,7 @@ class KafkaConnection:
             auto_offset_reset="none",
             # Broadcast latency, not batch throughput: answer a fetch as soon as one byte is there.
             fetch_min_bytes=1,
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            fetch_max_wait_ms=config.fetch_max_wait_ms,
         )
         try:
             results = await asyncio.gather(
@@ -143,8 +143,8 @@ class KafkaConnection:
             _keep(asyncio.ensure_future(_stop_all(producer, consumer)))
             if not isinstance(failure, Exception):
                 raise failure
-            raise await connect_error(url, settings, tls, failure)
-        connection = cls(url, settings, link, producer, consumer)
+            raise await connect_error(url, config, tls, failure)
+        connection = cls(url, config, link, producer, consumer)
         connection._adopt(link.resume_state)
         return connection
 
@@ -215,7 +215,7 @@ class KafkaConnection:
             headers = None
         else:
             payload, headers = message, _BYTES_HEADERS
-        if len(payload) > self.settings.max_request_size - _BATCH_OVERHEAD:
+        if len(payload) > self.config.max_request_size - _BATCH_OVERHEAD:
             self._check_size(payload, headers)
         partition = self._publish_to.get(topic)
         if partition is None:
@@ -237,7 +237,7 @@ class KafkaConnection:
         size = aiokafka_records.DefaultRecordBatchBuilder.estimate_size_in_bytes(
             None, payload, headers or []
         )
-        cap = self.settings.max_request_size
+        cap = self.config.max_request_size
         if size > cap:
             raise MessageTooLarge(
                 f"The message is {len(payload)} bytes ({size} as a Kafka record), over the "
@@ -419,7 +419,7 @@ class KafkaConnection:
     # -- errors -------------------------------------------------------------------------------
 
     def _describe(self, exc: BaseException) -> str:
-        return self.settings.redact(cluster.describe(exc))
+        return self.config.redact(cluster.describe(exc))
 
     def _unavailable(self, doing: str, exc: Exception) -> BackboneUnavailable:
         return BackboneUnavailable(f"Could not {doing} {self.where}: {self._describe(exc)}.")
