@@ -17,6 +17,7 @@ from ._subscriber import Subscriber
 from ._system_task import current_loop
 from ._tuning import GapPolicy, Timings, tuning
 from ._url import BackboneURL
+from ._wrappers import wrappers
 
 __all__ = ["Broadcast", "Subscription"]
 
@@ -242,7 +243,14 @@ class Subscription(Generic[_T]):
             loop=hub.loop,
             continues=self._broadcast._gap_policy == "continue",
         )
-        await hub.subscriptions.add(subscriber, hub.timings.connect_timeout)
+        if wrappers.subscribe:
+            await wrappers.hook.opal_broadcast_around_subscribe(
+                url=hub.url,
+                channel=self._channel,
+                attempt=lambda: hub.subscriptions.add(subscriber, hub.timings.connect_timeout),
+            )
+        else:
+            await hub.subscriptions.add(subscriber, hub.timings.connect_timeout)
         self._broadcast._subscribers.add(subscriber)
         self._subscriber, self._hub = subscriber, hub
         return subscriber

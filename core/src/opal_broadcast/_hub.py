@@ -47,6 +47,7 @@ from ._system_task import current_async_library
 from ._translate import Redactor
 from ._tuning import Timings
 from ._url import BackboneURL
+from ._wrappers import wrappers
 
 __all__ = ["Hub", "open_hub"]
 
@@ -134,6 +135,7 @@ class Hub:
 
     async def _open(self) -> None:
         self.backbone.require_async_library(current_async_library(), self.url.scheme)
+        wrappers.autoload()
         self.enter("connecting")
         try:
             await self.connect_once()
@@ -160,6 +162,12 @@ class Hub:
 
     async def connect_once(self) -> None:
         """Open a new connection through the plugin, within the connect timeout, or raise typed."""
+        if wrappers.connect:
+            await wrappers.hook.opal_broadcast_around_connect(url=self.url, attempt=self._connect)
+        else:
+            await self._connect()
+
+    async def _connect(self) -> None:
         link = Link(self, self.resume_state)
         timeout = self.timings.connect_timeout
         try:

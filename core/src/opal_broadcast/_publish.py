@@ -23,6 +23,7 @@ import anyio
 
 from ._deadlines import Deadlines
 from ._errors import BackboneUnavailable, InvalidChannel, InvalidMessage
+from ._wrappers import wrappers
 
 if TYPE_CHECKING:
     from ._broadcast import Broadcast
@@ -48,6 +49,14 @@ async def publish(self: Broadcast, channel: str, message: str | bytes) -> None:
         )
     timeout = self._publish_timeout
     publisher = hub.publisher
+    if wrappers.publish:
+        await wrappers.hook.opal_broadcast_around_publish(
+            url=hub.url,
+            channel=channel,
+            message=message,
+            attempt=lambda: publisher.publish(channel, message, timeout),
+        )
+        return None
     deadlines = publisher.fast
     task = asyncio.current_task(deadlines.loop) if deadlines is not None else None
     if deadlines is None or task is None or task in deadlines.inflight:

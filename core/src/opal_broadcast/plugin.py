@@ -26,6 +26,10 @@ checks ``connection=NatsConnection`` against :class:`Connection` in the author's
 Compatibility: the contract version changes only when a plugin written for the previous one
 would break. Adding an optional capability or a new error type is not such a change.
 The guide is ``docs/plugin-authors.md``; the conformance kit is :mod:`opal_broadcast.testing`.
+
+Besides backbones, pluggy carries wrappers around the core's own calls (connect, publish,
+subscribe) for tracers, metrics and audit logs: :func:`register_wrappers` (see the guide's
+"Wrapping the core's calls").
 """
 
 from ._contract import CAPABILITIES, CONTRACT_VERSION, BackboneInfo, Connection, Link
@@ -52,6 +56,7 @@ from ._options import Option, Options
 from ._reader import start_reader
 from ._translate import ErrorMap, Redactor
 from ._url import BackboneURL, HostPort, take_options
+from ._wrappers import register_wrappers, unregister_wrappers
 
 __all__ = [
     "CAPABILITIES",
@@ -82,6 +87,8 @@ __all__ = [
     "UnsupportedAsyncLibrary",
     "hookimpl",
     "lazy_import",
+    "register_wrappers",
     "start_reader",
     "take_options",
+    "unregister_wrappers",
 ]
