@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
 import asyncpg
 import pytest
 
-from opal_broadcast import BackboneURL
+from opal_broadcast import BackboneURL, Broadcast
 from opal_broadcast_postgres._connect import open_connection
 from opal_broadcast_postgres._connection import PostgresConnection, _listening_class
 from opal_broadcast_postgres._options import PostgresConfig
@@ -98,8 +99,8 @@ def test_the_fence_finds_asyncpg_notification_hook():
 
 
 @pytest.mark.postgres
-async def test_concurrent_subscribes_share_listen_round_trips(pg_url, channel):
-    """200 subscribes at once: a handful of multi-statement LISTENs, every channel listened to."""
+async def test_a_batch_of_channels_is_one_listen_round_trip(pg_url, channel):
+    """200 channels in one subscribe: one multi-statement LISTEN, every channel listened to."""
     link = RecordingLink()
     connection = await PostgresConnection.open(BackboneURL.parse(pg_url), {}, link)
     listener = connection._listener
@@ -113,10 +114,8 @@ async def test_concurrent_subscribes_share_listen_round_trips(pg_url, channel):
     listener.execute = counting
     names = [f"{channel}-{i}" for i in range(200)]
     try:
-        async with anyio.create_task_group() as tasks:
-            for name in names:
-                tasks.start_soon(connection.subscribe, [name])
-        assert 1 <= len(statements) <= 5, len(statements)
+        await connection.subscribe(names)
+        assert len(statements) == 1
         rows = await listener.fetch("SELECT c FROM pg_listening_channels() c")
         assert {row["c"] for row in rows} == set(names)
         await connection.publisher.publish(names[-1], "to the last one")
@@ -127,6 +126,30 @@ async def test_concurrent_subscribes_share_listen_round_trips(pg_url, channel):
         assert {row["c"] for row in rows} == set(names[100:])
     finally:
         await connection.close()
+
+
+@pytest.mark.postgres
+async def test_concurrent_subscribes_share_listen_round_trips(pg_url, channel, monkeypatch):
+    """200 subscribes entered at once through Broadcast: a handful of plugin calls (the core
+    sends those that arrive together in one), every channel listened to and delivering."""
+    calls: list[int] = []
+    subscribe = PostgresConnection.subscribe
+
+    async def counted(self: PostgresConnection, channels: Any) -> None:
+        calls.append(len(channels))
+        await subscribe(self, channels)
+
+    monkeypatch.setattr(PostgresConnection, "subscribe", counted)
+    names = [f"{channel}-{i}" for i in range(200)]
+    async with Broadcast(pg_url) as broadcast, AsyncExitStack() as stack:
+        async with anyio.create_task_group() as tasks:
+            for name in names:
+                tasks.start_soon(stack.enter_async_context, broadcast.subscribe(name))
+        assert sum(calls) == len(names)
+        assert 1 <= len(calls) <= 5, calls
+        listener = broadcast._hub.connection._listener
+        rows = await listener.fetch("SELECT c FROM pg_listening_channels() c")
+        assert {row["c"] for row in rows} == set(names)
 
 
 @pytest.mark.postgres

@@ -52,10 +52,9 @@ class PostgresConnection:
         self._broken = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
         self._lost = False
         self._suspect = False  # a probe is under way (if the core gives up on it, it froze)
-        #: Channels LISTENed to on the session, and channels waiting for the next LISTEN round
-        #: trip (concurrent subscribes go together, see :meth:`subscribe`).
+        #: Channels LISTENed to on the session (the core sends the subscribes that arrive
+        #: together in one call, so one round trip LISTENs to all of them).
         self._listening: set[str] = set()
-        self._queued: set[str] = set()
         #: The listening class's own set of channels when batching (None: add_listener is used).
         self._channels: set[str] | None = getattr(listener, "opal_channels", None)
         listener.add_termination_listener(self._on_termination)
@@ -99,18 +98,12 @@ class PostgresConnection:
         return self.publisher.publish(channel, message)
 
     async def subscribe(self, channels: Sequence[str]) -> None:
-        """LISTEN on each channel; live once this returns.
-
-        Subscribes that arrive while a LISTEN round trip is under way go together in the next
-        one: one multi-statement ``LISTEN "a"; LISTEN "b"; ...`` for all of them (10,000
-        concurrent subscribes take a few round trips, not 10,000).
-        """
-        self._queued.update(channels)
+        """LISTEN on each channel, in one multi-statement round trip
+        (``LISTEN "a"; LISTEN "b"; ...``); live once this returns."""
         async with self._lock:
-            batch = (self._queued | set(channels)) - self._listening
-            self._queued.difference_update(batch)
+            batch = set(channels) - self._listening
             if not batch:
-                return  # listened to in a round trip that another subscribe made
+                return
             try:
                 await self._listen(sorted(batch))
             except self._broken as exc:
@@ -119,7 +112,6 @@ class PostgresConnection:
 
     async def unsubscribe(self, channels: Sequence[str]) -> None:
         """UNLISTEN each channel, in one round trip."""
-        self._queued.difference_update(channels)
         async with self._lock:
             batch = sorted(self._listening.intersection(channels))
             self._listening.difference_update(batch)
