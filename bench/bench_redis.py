@@ -8,6 +8,9 @@ Messages for the subscriber figures come from a separate publisher process (this
 
     uv run python bench/bench_redis.py [--rounds 5] [--messages 5000] [--url redis://127.0.0.1:26379/0]
 
+With hiredis installed (``uv run --with hiredis ...``) both sides parse RESP with it; ``--parser
+python`` keeps ours on the pure-Python parser, for the comparison of parsers in one sitting.
+
 Targets (from the issue): publish calls/s >= 0.95x raw; subscriber CPU per delivered message
 <= 1.10x raw; 10 subscribers in one process >= 2.5x the per-subscriber rate of 10 raw connections;
 a new Broadcast per publish <= 1.5x the time of a reused one; 50 concurrent publishing tasks
@@ -212,7 +215,15 @@ async def opal_pattern_unheld(url: str, count: int) -> float:
 
 async def main(url: str, rounds: int, messages: int) -> None:
     print(f"Redis backbone benchmark, {url}, median of {rounds} rounds, {messages} messages")
+    from redis.utils import HIREDIS_AVAILABLE
+
+    from opal_broadcast_redis._hiredis import parser_name
+
     print(f"  redis-py {redis.__version__}, Python {sys.version.split()[0]}")
+    print(
+        f"  RESP parser: redis-py {'hiredis' if HIREDIS_AVAILABLE else 'python'}, "
+        f"ours {parser_name()}"
+    )
 
     pairs = [await publish_pair(url, messages) for _ in range(rounds)]
     raw = statistics.median(p[0] for p in pairs)
@@ -294,5 +305,15 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--url", default="redis://127.0.0.1:26379/0")
+    parser.add_argument(
+        "--parser",
+        choices=("auto", "python"),
+        default="auto",
+        help="ours: hiredis when installed (auto), or the pure-Python parser whatever is installed",
+    )
     arguments = parser.parse_args()
+    if arguments.parser == "python":
+        from opal_broadcast_redis import _hiredis
+
+        _hiredis._hiredis = None
     asyncio.run(main(arguments.url, arguments.rounds, arguments.messages))

@@ -105,7 +105,8 @@ class Connection(Protocol):
         ``url``: the parsed URL (``url.reveal()`` gives the raw text for the driver; never put it
         in an error or log line: ``str(url)`` masks the password). ``options``: the keyword
         options given to ``Broadcast(url, **options)``, to merge with the URL's query options
-        (``take_options`` refuses unknown ones). ``link``: keep it for the connection's life.
+        (``Options.parse`` does it and refuses unknown ones). ``link``: keep it for the
+        connection's life.
 
         Called once per process, event loop and URL, and again after every loss. Check the URL
         and options before any I/O. The core bounds the call with its connect timeout and may

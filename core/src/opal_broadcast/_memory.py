@@ -16,7 +16,11 @@ import anyio
 from ._contract import CONTRACT_VERSION, BackboneInfo, Link
 from ._errors import BackboneUnavailable
 from ._hookspecs import hookimpl
-from ._url import BackboneURL, take_options
+from ._options import Options
+from ._url import BackboneURL
+
+#: memory:// takes no option of its own (the core takes its timings out of the URL first).
+_NO_OPTIONS = Options()
 
 
 class _Bus:
@@ -52,7 +56,7 @@ class MemoryConnection:
     async def open(
         cls, url: BackboneURL, options: Mapping[str, Any], link: Link
     ) -> MemoryConnection:
-        take_options(url, (), options)
+        _NO_OPTIONS.parse(url, options)
         name = bus_name(url)
         bus = _bus(name)
         if bus.down:

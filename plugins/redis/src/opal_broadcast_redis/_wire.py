@@ -24,7 +24,8 @@ from collections.abc import Callable
 
 from opal_broadcast import BackboneUnavailable
 
-from ._resp import ErrorReply, Parser, ProtocolError, Reply
+from ._hiredis import new_parser
+from ._resp import ErrorReply, ProtocolError, Reply
 
 __all__ = ["Wire"]
 
@@ -47,7 +48,7 @@ class Wire(asyncio.Protocol):
         self._on_message = on_message
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self._parser = Parser()
+        self._parser = new_parser()
         self._waiting: deque[asyncio.Future[Reply]] = deque()
         self._outgoing: list[bytes] = []
         self._flush_pending = False
