@@ -1,12 +1,12 @@
 """The plugin's handle for one shared backbone connection: a publishing wire and a pub/sub wire.
 
-redis-py opens and authenticates each of the two connections: TCP, TLS with certificate checks, or
-a unix socket, then ``AUTH`` (password-only or ACL user), ``CLIENT SETNAME``, ``SELECT``. After
-that handshake the plugin's :class:`~._wire.Wire` takes over the transport (``set_protocol``) and
-redis-py is no longer involved, which is what keeps every loss visible: redis-py's pub/sub
-reconnects and resubscribes on its own, retries commands, and loses the messages in between
-without a word. Here a broken pub/sub wire is reported through ``link.lost`` and the core
-reconnects, restores the channels and reports the gap.
+The plugin speaks RESP2 itself (:mod:`._handshake` opens and authenticates each connection: TCP,
+TLS with certificate checks, or a unix socket, then ``AUTH``, ``CLIENT SETNAME``, ``SELECT``), with
+hiredis's parser when it is installed. No client library's logic runs on these connections, which
+is what keeps every loss visible: redis-py's pub/sub, for one, reconnects and resubscribes on its
+own, retries commands, and loses the messages in between without a word. Here a broken pub/sub
+wire is reported through ``link.lost`` and the core reconnects, restores the channels and reports
+the gap.
 
 Two connections because a subscribed RESP2 connection can only (un)subscribe and ping. Losing
 the publishing one loses nothing a subscriber was due, so it is no loss of the connection: the
@@ -21,29 +21,24 @@ time out. A publishing wire that broke is not pinged: the next publish replaces 
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opal_broadcast.plugin import (
     AuthenticationFailed,
-    BackboneError,
     BackboneUnavailable,
     BackboneURL,
-    ConfigurationError,
     InvalidChannel,
     InvalidMessage,
     Link,
     MessageTooLarge,
 )
 
-from ._errors import chained, check_reply, connect_error, unreachable
+from ._errors import check_reply
+from ._handshake import open_wire
 from ._options import RedisConfig
 from ._resp import Reply, command, publish_command
 from ._wire import Wire
-
-if TYPE_CHECKING:
-    from redis.asyncio.connection import AbstractConnection
 
 __all__ = ["MAX_MESSAGE_BYTES", "RedisConnection"]
 
@@ -51,8 +46,6 @@ __all__ = ["MAX_MESSAGE_BYTES", "RedisConnection"]
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 
 _PING = command(b"PING")
-#: How long a TLS handshake may take before the port is checked for plain RESP.
-_TLS_SUSPICION = 1.0
 
 
 class RedisConnection:
@@ -80,13 +73,6 @@ class RedisConnection:
     ) -> RedisConnection:
         """Check the URL and options, then connect both wires (see :meth:`_connect`)."""
         config = RedisConfig.parse(url, options)
-        try:
-            import redis.asyncio  # noqa: F401 - a clear error now rather than deep in connect
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"The {url.scheme}:// backbone needs redis-py: pip install opal-broadcast-redis "
-                f"(or pip install 'redis>=4.3.4'). Import failed: {exc}"
-            ) from exc
         connection = cls(config, link)
         await connection._connect()
         return connection
@@ -136,53 +122,7 @@ class RedisConnection:
         on_lost: Callable[[str], None],
         on_message: Callable[[bytes, bytes], None] | None = None,
     ) -> Wire:
-        connection = _redis_connection(self.config)
-        try:
-            if self.config.tls and not self.config.unix:
-                await self._connect_tls(connection)
-            else:
-                await connection.connect()  # type: ignore[no-untyped-call]  # untyped in redis-py
-            wire = Wire(f"{label} connection to {self.config.url}", on_lost, on_message)
-            wire.take_over(*_streams(connection))
-        except Exception as exc:
-            typed = connect_error(self.config, exc)
-            if typed is exc:
-                raise
-            raise typed from chained(exc, self.config)
-        finally:
-            _release(connection)
-        try:
-            # The first PING ends the handshake, and may be the first command the server reads
-            # (redis-py 4.x sends nothing without a password, a name or a database).
-            check_reply(self.config, await wire.request(_PING), "PING")
-        except BaseException as exc:
-            wire.close()
-            if wire.broken is not None and isinstance(exc, BackboneUnavailable):
-                raise unreachable(self.config, self.config.redact(wire.broken)) from exc
-            raise
-        return wire
-
-    async def _connect_tls(self, connection: AbstractConnection) -> None:
-        """Connect with TLS; if the handshake stalls, check whether the port speaks plain RESP.
-
-        A plaintext Redis reads a TLS ClientHello as the start of an inline command and waits for
-        a newline that may never come, so the handshake would only end at the connect timeout.
-        """
-        attempt = asyncio.ensure_future(connection.connect())  # type: ignore[no-untyped-call]
-        try:
-            await asyncio.wait({attempt}, timeout=_TLS_SUSPICION)
-            if not attempt.done():
-                kwargs = self.config.connection_kwargs
-                if await _answers_plaintext(kwargs["host"], kwargs["port"]):
-                    raise BackboneUnavailable(
-                        f"{self.config.url}: port {kwargs['port']} answers in plain RESP, not "
-                        "TLS. Use redis:// for it, or the port where the server speaks TLS."
-                    )
-            await attempt
-        finally:
-            if not attempt.done():
-                attempt.cancel()
-                attempt.add_done_callback(lambda _: _release(connection))
+        return await open_wire(self.config, label, on_lost, on_message)
 
     async def close(self) -> None:
         """Close both wires now (see :meth:`_abort`)."""
@@ -298,72 +238,6 @@ class RedisConnection:
             self._deliver(name, data)
 
 
-def _redis_connection(config: RedisConfig) -> AbstractConnection:
-    """A redis-py connection object for ``config`` (not connected yet)."""
-    from redis.asyncio import connection as connection_module
-    from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
-
-    kwargs: dict[str, Any] = {
-        **config.connection_kwargs,
-        "socket_timeout": None,  # the core bounds connect; the wire never blocks on a read
-        "socket_connect_timeout": None,
-    }
-    # redis-py 5+ can speak RESP3; the wire speaks RESP2 (4.x only has it). Before 4.6 there is
-    # no AbstractConnection: Connection itself has every keyword.
-    base = getattr(connection_module, "AbstractConnection", Connection)
-    if "protocol" in inspect.signature(base.__init__).parameters:
-        kwargs["protocol"] = 2
-    info = _driver_info()
-    if info is not None:
-        kwargs["driver_info"] = info
-    if config.unix:
-        return UnixDomainSocketConnection(**kwargs)
-    if config.tls:
-        return SSLConnection(**kwargs)
-    return Connection(**kwargs)
-
-
-def _driver_info() -> Any:
-    """``CLIENT SETINFO LIB-NAME redis-py(opal-broadcast-redis_v...)`` where redis-py has it."""
-    try:
-        from redis.driver_info import DriverInfo
-    except ImportError:  # redis-py < 7
-        return None
-    from . import __version__
-
-    return DriverInfo().add_upstream_driver("opal-broadcast-redis", __version__)
-
-
-# The two places that reach into redis-py's connection object: its stream writer (for the
-# transport), and forgetting the streams once the wire owns the transport, so that the connection
-# object neither closes it nor warns about it when garbage-collected. Both attributes exist from
-# redis-py 4.2 (the asyncio client) to 8.x.
-
-
-def _streams(connection: AbstractConnection) -> tuple[asyncio.Transport, object]:
-    """The connection's transport, and its stream writer (which must outlive it).
-
-    Duck-typed: uvloop's transports (uvicorn's loop, so OPAL's) are not ``asyncio.Transport``s.
-    """
-    writer = getattr(connection, "_writer", None)
-    transport = getattr(writer, "transport", None)
-    if transport is None or not hasattr(transport, "set_protocol"):
-        raise BackboneError(
-            "This version of redis-py keeps its connection's streams elsewhere; "
-            "opal-broadcast-redis supports redis-py 4.3.4 to 8.x."
-        )
-    return transport, writer
-
-
-def _release(connection: AbstractConnection) -> None:
-    """Let go of redis-py's streams; abort the transport unless a wire has taken it over."""
-    writer = getattr(connection, "_writer", None)
-    transport = getattr(writer, "transport", None)
-    if transport is not None and not isinstance(transport.get_protocol(), Wire):
-        transport.abort()
-    connection._reader = connection._writer = None
-
-
 def _no_loss(_reason: str) -> None:
     """A broken publishing wire is replaced by the next publish; nobody needs to hear of it."""
 
@@ -376,24 +250,6 @@ def _ignore(future: asyncio.Future[Reply]) -> None:
 def _close_opened(task: asyncio.Task[Wire]) -> None:
     if task.done() and not task.cancelled() and task.exception() is None:
         task.result().close()
-
-
-async def _answers_plaintext(host: str, port: int) -> bool:
-    """Whether ``host:port`` answers a plain-text ``PING`` the way Redis does (within 1 s)."""
-
-    async def ping() -> bytes:
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            writer.write(b"PING\r\n")
-            return await reader.read(64)
-        finally:
-            writer.transport.abort()
-
-    try:
-        answer = await asyncio.wait_for(ping(), 1.0)
-    except (OSError, asyncio.TimeoutError):
-        return False
-    return answer[:1] in (b"+", b"-")
 
 
 def _payload(message: str | bytes) -> bytes:

@@ -1,4 +1,4 @@
-"""What Redis's error replies and redis-py's connect failures become: typed errors, secrets masked."""
+"""What Redis's error replies and failures to connect become: typed errors, secrets masked."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from opal_broadcast.plugin import (
 from ._options import ENV_PASSWORD, RedisConfig
 from ._resp import ErrorReply, Reply
 
-__all__ = ["chained", "check_reply", "connect_error", "unreachable"]
+__all__ = ["check_reply", "connect_error", "unreachable"]
 
 _AUTH_CODES = ("NOAUTH", "WRONGPASS", "NOPERM")
 #: Commands naming channels: a NOPERM there is about the channel, not the login.
@@ -27,6 +27,12 @@ def check_reply(config: RedisConfig, reply: Reply, doing: str) -> None:
     if isinstance(reply, ErrorReply):
         text = config.redact(reply.text).rstrip(".")
         url = config.url
+        if doing == "AUTH":  # WRONGPASS, or a password given to a server that has none
+            user = config.connection_kwargs.get("username") or "default"
+            raise AuthenticationFailed(
+                f"{url} refused the credentials of user {user!r}: {text}. Check the username "
+                f"and password (in the URL, the password= option or {ENV_PASSWORD})."
+            )
         if reply.code == "NOPERM" and doing in _CHANNEL_COMMANDS:
             raise AccessDenied(
                 f"{url} refused {doing}: {text}. The ACL rules of this user do not allow "
@@ -37,39 +43,27 @@ def check_reply(config: RedisConfig, reply: Reply, doing: str) -> None:
                 f"{url} refused {doing}: {text}. Check the username and password (in the "
                 f"URL, the password= option or {ENV_PASSWORD}) and the ACL rules of the user."
             )
+        if doing == "SELECT":
+            raise InvalidOption(f"{url}: {text}. Use a database number the server has.")
         raise BackboneError(f"{url} answered {doing} with an error: {text}")
 
 
-def connect_error(config: RedisConfig, exc: Exception) -> Exception:
-    """A typed, secret-free error for a failure while connecting."""
-    from redis import exceptions as redis_errors
-
-    url = config.url
-    text = config.redact(str(exc)).rstrip(".") or type(exc).__name__
-    if isinstance(exc, (BackboneError, InvalidOption)):
-        return exc
-    if isinstance(exc, redis_errors.AuthenticationError) or _is_auth(exc):
-        user = config.connection_kwargs.get("username") or "default"
-        return AuthenticationFailed(
-            f"{url} refused the credentials of user {user!r}: {text}. Check the username and "
-            f"password (in the URL, the password= option or {ENV_PASSWORD})."
-        )
-    if isinstance(exc, redis_errors.ResponseError) and "DB index" in str(exc):
-        return InvalidOption(f"{url}: {text}. Use a database number the server has.")
-    tls = _ssl_error(exc)
-    if tls is not None:
+def connect_error(config: RedisConfig, exc: OSError) -> BackboneUnavailable:
+    """A typed, secret-free error for a transport that could not be opened."""
+    if isinstance(exc, ssl.SSLError):
         hint = (
             "the server's certificate did not verify (check ssl_ca_certs, and the host name "
             "against the certificate, or ssl_check_hostname)"
-            if isinstance(tls, ssl.SSLCertVerificationError)
+            if isinstance(exc, ssl.SSLCertVerificationError)
             else "is it a TLS port? rediss:// needs a server with TLS enabled"
         )
         return BackboneUnavailable(
-            f"TLS handshake with {url} failed: {config.redact(str(tls))}; {hint}."
+            f"TLS handshake with {config.url} failed: {config.redact(str(exc))}; {hint}."
         )
-    if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)):
-        return unreachable(config, text)
-    return BackboneError(f"Could not connect to {url}: {type(exc).__name__}: {text}")
+    kwargs = config.connection_kwargs
+    where = kwargs["path"] if config.unix else f"{kwargs['host']}:{kwargs['port']}"
+    reason = config.redact(str(exc)).rstrip(".") or type(exc).__name__
+    return unreachable(config, f"connecting to {where}: {reason}")
 
 
 def unreachable(config: RedisConfig, text: str) -> BackboneUnavailable:
@@ -82,24 +76,3 @@ def unreachable(config: RedisConfig, text: str) -> BackboneUnavailable:
         f"Could not connect to {config.url}: {text}. Check that Redis is running and "
         f"reachable from here.{hint}"
     )
-
-
-def _is_auth(exc: BaseException) -> bool:
-    text = str(exc)
-    return any(code in text for code in (*_AUTH_CODES, "invalid password", "invalid username"))
-
-
-def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return None
-        if isinstance(seen, ssl.SSLError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def chained(exc: Exception, config: RedisConfig) -> Exception | None:
-    """Chain the driver's error unless its text would show the password."""
-    return exc if config.redact(str(exc)) == str(exc) else None

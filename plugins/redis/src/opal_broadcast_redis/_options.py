@@ -68,7 +68,7 @@ class RedisConfig:
     """Where and how to connect, parsed and checked. ``repr`` shows no secret."""
 
     url: BackboneURL
-    #: Keyword arguments for redis-py's connection class (secrets included: never log them).
+    #: Where and how to connect and log in (secrets included: never log them).
     connection_kwargs: dict[str, Any] = field(compare=False)
     tls: bool
     unix: bool

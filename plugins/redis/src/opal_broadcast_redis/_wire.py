@@ -57,21 +57,9 @@ class Wire(asyncio.Protocol):
         self.writable = True
         self._writable: list[asyncio.Future[None]] = []
         self._closing = False
-        self._owner: object = None
 
-    def take_over(self, transport: asyncio.Transport, owner: object = None) -> None:
-        """Become ``transport``'s protocol: from now on every byte it receives comes here.
-
-        ``owner``: an object to keep alive with the wire (asyncio's ``StreamWriter`` closes its
-        transport when it is garbage-collected).
-        """
-        self._owner = owner
-        self._transport = transport
-        transport.set_protocol(self)
-        if not transport.is_reading() and not transport.is_closing():
-            transport.resume_reading()  # in case the stream reader paused it during the handshake
-        if transport.is_closing():
-            self._lose("the connection closed during the handshake")
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # a stream transport
 
     # -- requests ---------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """The ``redis://``, ``rediss://`` and ``unix://`` backbone's declaration, found through the
 ``opal_broadcast`` entry point.
 
-Importing this module imports no driver: redis-py is imported by ``RedisConnection.open``, so a
-missing or broken redis-py cannot break the discovery of other backbones.
+The plugin speaks RESP itself (no client library); importing this module imports nothing but the
+plugin, and hiredis, when installed, is imported by the first connection.
 """
 
 from __future__ import annotations
@@ -22,6 +22,6 @@ def opal_broadcast_backbone() -> BackboneInfo:
         connection=RedisConnection,
         async_libraries=("asyncio",),
         capabilities=frozenset({"batch_subscribe"}),
-        summary="Redis pub/sub on redis-py asyncio (TLS, ACL users, unix sockets)",
+        summary="Redis pub/sub, RESP on asyncio, hiredis when installed (TLS, ACL users, unix)",
         distribution="opal-broadcast-redis",
     )
