@@ -11,7 +11,7 @@ import pytest
 
 from opal_broadcast import BackboneURL, Broadcast
 from opal_broadcast_postgres._connect import open_connection
-from opal_broadcast_postgres._connection import PostgresConnection, _listening_class
+from opal_broadcast_postgres._connection import PostgresConnection
 from opal_broadcast_postgres._options import PostgresConfig
 from tests.services import terminate_pg_backends
 
@@ -44,13 +44,6 @@ async def _until(predicate: Any, timeout: float = 10) -> None:
     with anyio.fail_after(timeout):
         while not predicate():
             await anyio.sleep(0.01)
-
-
-def test_the_fast_path_overrides_a_method_asyncpg_still_has():
-    """The listening class overrides asyncpg's per-notification method (else: the slow path)."""
-    assert "_process_notification" in vars(asyncpg.Connection)
-    assert "_process_notification" in vars(_listening_class())
-    assert issubclass(_listening_class(), asyncpg.Connection)
 
 
 @pytest.mark.postgres
@@ -89,13 +82,6 @@ async def test_a_killed_listening_session_is_reported_once_as_lost(pg_url, app_n
     finally:
         await connection.close()
     assert len(link.losses) == 1
-
-
-def test_the_fence_finds_asyncpg_notification_hook():
-    """The private method the listening class overrides is still there, with its signature."""
-    from opal_broadcast_postgres._fence import notification_hook_available
-
-    assert notification_hook_available() is True
 
 
 @pytest.mark.postgres
@@ -150,24 +136,3 @@ async def test_concurrent_subscribes_share_listen_round_trips(pg_url, channel, m
         listener = broadcast._hub.connection._listener
         rows = await listener.fetch("SELECT c FROM pg_listening_channels() c")
         assert {row["c"] for row in rows} == set(names)
-
-
-@pytest.mark.postgres
-async def test_without_the_hook_the_public_add_listener_path_delivers(pg_url, channel, monkeypatch):
-    """Should a future asyncpg lose the hook, a plain connection and add_listener are used."""
-    from opal_broadcast_postgres import _connection
-
-    monkeypatch.setattr(_connection, "notification_hook_available", lambda: False)
-    link = RecordingLink()
-    connection = await PostgresConnection.open(BackboneURL.parse(pg_url), {}, link)
-    try:
-        assert type(connection._listener) is asyncpg.Connection
-        await connection.subscribe([channel, channel + "-b"])
-        await connection.publisher.publish(channel + "-b", "via add_listener")
-        await _until(lambda: link.delivered)
-        assert link.delivered == [(channel + "-b", "via add_listener")]
-        await connection.unsubscribe([channel + "-b"])
-        rows = await connection._listener.fetch("SELECT c FROM pg_listening_channels() c")
-        assert [row["c"] for row in rows] == [channel]
-    finally:
-        await connection.close()

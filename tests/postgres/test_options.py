@@ -11,6 +11,7 @@ import pytest
 from opal_broadcast import BackboneURL, Broadcast, Event, InvalidOption, InvalidURL
 from opal_broadcast_postgres import DEFAULT_POOL_SIZE, POOL_SIZE_ENV
 from opal_broadcast_postgres._connect import open_connection
+from opal_broadcast_postgres._fences.transport import client_socket
 from opal_broadcast_postgres._options import PostgresConfig
 from tests.postgres.conftest import with_query
 from tests.services._state import service_dir
@@ -112,7 +113,8 @@ async def test_libpq_keepalive_options_are_applied_to_the_socket(postgres_url):
     config = _parse(url)
     connection = await open_connection(config, "listen")
     try:
-        sock = connection._transport.get_extra_info("socket")
+        sock = client_socket(connection)
+        assert sock is not None
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 11
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 4

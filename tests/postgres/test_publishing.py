@@ -107,42 +107,6 @@ async def test_cancelled_publishes_leave_no_stray_sessions(
                     await anyio.sleep(0.05)
 
 
-@pytest.mark.parametrize("internals", ["asyncpg-protocol", "fetchval-fallback"])
-async def test_a_lane_notifies_through_asyncpgs_protocol_or_falls_back_to_fetchval(
-    postgres_url, channel, internals
-):
-    """A lane skips fetchval's Python layers on the asyncpg we ship with (where the protocol
-    method has the known signature), and falls back to fetchval where it cannot tell; both send
-    a notification the listener receives, and a closed session is refused typed."""
-    from opal_broadcast_postgres._publisher import SINGLE, notify_function
-
-    listener = await asyncpg.connect(postgres_url)
-    publisher = await asyncpg.connect(postgres_url, statement_cache_size=0)
-    try:
-        received: list[str] = []
-        await listener.add_listener(channel, lambda *args: received.append(args[3]))
-        statement = await publisher.prepare(SINGLE, name="test_notify")
-        if internals == "asyncpg-protocol":
-            notify = notify_function(publisher, statement)
-            # asyncpg 0.29 (the lower bound) shows no signature for it: fetchval there.
-            known = tuple(map(int, asyncpg.__version__.split(".")[:2])) >= (0, 30)
-            assert (notify != statement.fetchval) is known
-        else:
-            notify = notify_function(object(), statement)  # no protocol to recognise
-            assert notify == statement.fetchval
-        await notify(channel, "ping é")
-        with anyio.fail_after(5):
-            while not received:
-                await anyio.sleep(0.01)
-        assert received == ["ping é"]
-        await publisher.close()
-        with pytest.raises(asyncpg.InterfaceError):
-            await notify(channel, "after close")
-    finally:
-        await listener.close()
-        await publisher.close()
-
-
 async def test_a_publish_the_server_refuses_fails_at_once_and_keeps_its_session(
     pg_url, postgres_admin_url, channel
 ):

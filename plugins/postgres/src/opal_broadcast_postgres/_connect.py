@@ -20,6 +20,7 @@ from opal_broadcast import (
     InvalidOption,
 )
 
+from ._fences.transport import client_socket
 from ._options import Keepalive, PostgresConfig
 
 __all__ = ["CLOSE_TIMEOUT", "close_quietly", "import_asyncpg", "open_connection", "unavailable"]
@@ -94,11 +95,10 @@ def unavailable(
 def _apply_keepalive(connection: Any, keepalive: Keepalive) -> None:
     """Set TCP keepalive (and TCP_USER_TIMEOUT) on the connection's socket, as libpq would.
 
-    asyncpg offers no option for it (MagicStack/asyncpg#606), so the socket is reached through
-    the connection's transport. A Unix socket, or a platform without an option, is left as is.
+    asyncpg offers no option for it: the socket is reached through a fenced internal (see
+    ``_fences.transport``). A Unix socket, or a platform without an option, is left as is.
     """
-    transport = getattr(connection, "_transport", None)
-    sock = transport.get_extra_info("socket") if transport is not None else None
+    sock = client_socket(connection)
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
     try:

@@ -11,16 +11,15 @@ whose freezing loses messages.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from opal_broadcast.plugin import BackboneURL, Link
 
 from ._codec import MARK, Encoder, Reassembler, check_channel
 from ._connect import close_quietly, import_asyncpg, open_connection, unavailable
-from ._fence import notification_hook_available
+from ._fences.process_notification import listening_class
 from ._options import PostgresConfig
 from ._publisher import Publisher
 
@@ -55,7 +54,8 @@ class PostgresConnection:
         #: Channels LISTENed to on the session (the core sends the subscribes that arrive
         #: together in one call, so one round trip LISTENs to all of them).
         self._listening: set[str] = set()
-        #: The listening class's own set of channels when batching (None: add_listener is used).
+        #: The listening class's own set of channels when batching (None: add_listener is used,
+        #: see ``_fences.process_notification``).
         self._channels: set[str] | None = getattr(listener, "opal_channels", None)
         listener.add_termination_listener(self._on_termination)
 
@@ -65,17 +65,15 @@ class PostgresConnection:
     ) -> PostgresConnection:
         """Connect the listening session (publishing lanes open on first use)."""
         config = PostgresConfig.parse(url, options)
-        batched = notification_hook_available()
-        listening = _listening_class() if batched else import_asyncpg().Connection
         listener = await open_connection(
-            config, "listen", statement_cache_size=0, connection_class=listening
+            config, "listen", statement_cache_size=0, connection_class=listening_class()
         )
         try:
             connection = cls(config, link, listener)
         except BaseException:
             listener.terminate()
             raise
-        if batched:
+        if connection._channels is not None:  # the override delivers to it directly
             listener.opal_notify = connection._receive
         return connection
 
@@ -130,7 +128,7 @@ class PostgresConnection:
 
     async def _listen(self, batch: list[str]) -> None:
         channels = self._channels
-        if channels is None:  # the public path (see _fence)
+        if channels is None:  # the public path (see _fences.process_notification)
             for channel in batch:
                 await self._listener.add_listener(channel, self._on_notification)
             return
@@ -182,39 +180,6 @@ class PostgresConnection:
             "the server closed the listening session (terminated, restarted or reset); "
             "its LISTENs are gone"
         )
-
-
-@functools.cache
-def _listening_class() -> Any:
-    """An ``asyncpg.Connection`` that hands notifications to the plugin as they are parsed.
-
-    asyncpg schedules every listener callback with ``loop.call_soon``: a handle and a context copy
-    per notification, about a third of what a small notification costs to receive. This subclass
-    (``connection_class`` is public asyncpg API) overrides the method asyncpg's protocol calls
-    for each notification (see ``_fence``) and delivers at once, in order, for the channels the
-    plugin LISTENed to itself; the core's ``deliver`` never blocks.
-    """
-    base: Any = import_asyncpg().Connection
-
-    class ListeningConnection(base):  # type: ignore[misc]
-        opal_notify: Callable[[int, str, str], None] | None = None
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            #: The channels the plugin LISTENed to in multi-statement round trips.
-            self.opal_channels: set[str] = set()
-
-        def _process_notification(self, pid: int, channel: str, payload: str) -> None:
-            notify = self.opal_notify
-            if notify is None or channel not in self.opal_channels:
-                super()._process_notification(pid, channel, payload)
-                return
-            try:
-                notify(pid, channel, payload)
-            except Exception:  # never let it unwind into asyncpg's protocol
-                logger.exception("delivering a notification on %r failed", channel)
-
-    return ListeningConnection
 
 
 def _statements(command: str, channels: list[str]) -> str:

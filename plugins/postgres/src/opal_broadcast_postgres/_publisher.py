@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opal_broadcast import BackboneUnavailable
@@ -48,11 +46,12 @@ class _Lane:
 
     def __init__(self, connection: Any, single: Any) -> None:
         self.connection = connection
-        #: Held for its lifetime even where ``notify`` bypasses it: asyncpg closes a prepared
-        #: statement once its ``PreparedStatement`` is garbage collected.
         self.single = single
-        #: ``notify(channel, payload)``: one notification, one round trip.
-        self.notify = notify_function(connection, single)
+        #: ``notify(channel, payload)``: one notification, one round trip. Public API: calling
+        #: asyncpg's protocol ``bind_execute`` instead, as this plugin once did, saves 4% per
+        #: publish (bench/bench_postgres_internals.py, median of 15 paired rounds, asyncpg
+        #: 0.32: 0.99x raw instead of 0.95x), less than an internal is worth.
+        self.notify = single.fetchval
         self.many: Any = None
 
     async def send(self, channels: list[str], payloads: list[str]) -> None:
@@ -62,38 +61,6 @@ class _Lane:
         if self.many is None:
             self.many = await self.connection.prepare(MANY, name="opal_broadcast_notify_many")
         await self.many.fetchval(channels, payloads)
-
-
-#: The signature of asyncpg's protocol method that ``PreparedStatement.fetchval`` ends in (0.30
-#: to 0.32 show it; 0.29's compiled methods show none, so there the lanes use ``fetchval``).
-_BIND_EXECUTE = ("state", "args", "portal_name", "limit", "return_extra", "timeout")
-
-
-def notify_function(connection: Any, statement: Any) -> Callable[[str, str], Awaitable[object]]:
-    """``statement.fetchval`` for ``SINGLE``, without asyncpg's Python layers where possible.
-
-    ``fetchval`` passes through a checking wrapper and three coroutines before it reaches the
-    protocol's ``bind_execute``: about 12,000 instructions per call, measured at 3-10% of a
-    loopback round trip, which is the whole budget of a publish (bench/bench_postgres.py). The
-    protocol method is asyncpg's internal API, so it is used only where its signature is the
-    one known; otherwise ``fetchval`` is. What is skipped does not apply here: the statement
-    and its connection live as long as the lane, and the protocol itself refuses a closed
-    connection or a concurrent operation.
-    """
-    state = getattr(statement, "_state", None)
-    bind_execute: Any = getattr(getattr(connection, "_protocol", None), "bind_execute", None)
-    try:
-        known = tuple(inspect.signature(bind_execute).parameters) == _BIND_EXECUTE
-    except (TypeError, ValueError):  # None, or no signature to read
-        known = False
-    if state is None or not known:
-        fetchval: Callable[[str, str], Awaitable[object]] = statement.fetchval
-        return fetchval
-
-    def notify(channel: str, payload: str) -> Awaitable[object]:
-        return bind_execute(state, (channel, payload), "", 1, False, None)  # type: ignore[no-any-return]
-
-    return notify
 
 
 class _Item:
