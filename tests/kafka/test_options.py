@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from opal_broadcast import BackboneURL, Broadcast, InvalidChannel, InvalidOption, InvalidURL
+from opal_broadcast_kafka._messages import record_size
 from opal_broadcast_kafka._options import KafkaConfig
 from opal_broadcast_kafka._topics import TopicNames
 
@@ -203,3 +204,16 @@ async def test_bad_options_fail_before_any_io():
     """Nothing listens on port 1: the error can only come from the checks, not a connection."""
     with pytest.raises(InvalidOption, match="partitions"):
         await Broadcast("kafka://127.0.0.1:1?partitions=-1", connect_timeout=2).connect()
+
+
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 8191, 8192, 1048000, 2 << 20])
+@pytest.mark.parametrize(
+    "headers", [None, [("opal-broadcast-bytes", b"")], [("k" * 70, b"v" * 200)]]
+)
+def test_the_record_size_is_the_one_aiokafkas_producer_checks(size: int, headers: Any):
+    """publish() refuses what aiokafka's producer would, before the topic is even created."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    payload = b"x" * size
+    expected = DefaultRecordBatchBuilder.estimate_size_in_bytes(None, payload, headers or [])
+    assert record_size(payload, headers) == expected

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,6 +23,7 @@ from opal_broadcast import (
     Event,
     Gap,
     InvalidChannel,
+    InvalidOption,
     MessageTooLarge,
     Subscriber,
 )
@@ -243,6 +244,20 @@ async def test_unsubscribing_one_channel_loses_nothing_on_the_others(kafka_url: 
             assert await next_message(subscriber) == "last"
 
 
+async def test_leaving_the_only_channel_at_once_leaves_the_consumer_reading(
+    kafka_url: str, channel: str
+):
+    """Subscribe and leave before the consumer's fetcher has seen the assignment: the next
+    subscription still receives (aiokafka's fetcher task dies if it is unsubscribed then)."""
+    async with Broadcast(kafka_url, **FAST) as broadcast:
+        for round_ in range(3):
+            async with broadcast.subscribe(f"{channel}-{round_}"):
+                pass
+        async with broadcast.subscribe(channel) as subscriber:
+            await broadcast.publish(channel, "still reading")
+            assert await next_message(subscriber) == "still reading"
+
+
 async def test_illegal_channels_and_oversized_messages_are_refused_before_sending(
     kafka_url: str, channel: str
 ):
@@ -306,3 +321,52 @@ async def test_a_position_that_no_longer_exists_is_a_gap_on_that_channel_only(
             assert await next_message(bystander) == "unaffected"
             health = broadcast.health()
     assert health.reconnects == 0
+
+
+async def test_a_replication_factor_the_cluster_cannot_meet_is_an_invalid_option(
+    kafka_url: str, channel: str
+):
+    """The admin client's answer is read code by code: this one names the option to set."""
+    async with Broadcast(kafka_url, replication_factor=2, **FAST) as broadcast:
+        with pytest.raises(InvalidOption, match=r"with 2 replica\(s\).*'replication_factor'"):
+            await broadcast.publish(channel, "x")
+
+
+@pytest.fixture
+def without_create_conn(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """aiokafka as a release without its private ``aiokafka.conn.create_conn`` would be (its
+    own modules keep the reference they imported)."""
+    import aiokafka.conn  # type: ignore[import-untyped]
+
+    from opal_broadcast_kafka import _create_conn
+
+    monkeypatch.delattr(aiokafka.conn, "create_conn")
+    _create_conn._create_conn.cache_clear()
+    yield
+    _create_conn._create_conn.cache_clear()
+
+
+@pytest.mark.usefixtures("without_create_conn")
+async def test_without_the_private_create_conn_one_warning_and_failed_connects_still_explained(
+    kafka_url: str,
+    kafka_sasl_url: str,
+    channel: str,
+    refused_port: Callable[[], int],
+    caplog: pytest.LogCaptureFixture,
+):
+    """The fence: one warning at the first connect; then each server's TCP outcome names the
+    servers that refused and those that accepted; connecting itself is unaffected."""
+    caplog.set_level(logging.WARNING, logger="opal_broadcast.kafka")
+    ports = refused_port(), refused_port()
+    url = f"kafka://127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}"
+    for _ in range(2):
+        with pytest.raises(BackboneUnavailable, match="Check that a broker is running") as caught:
+            await Broadcast(url, **FAST).connect()
+        assert all(f"127.0.0.1:{port}" in str(caught.value) for port in ports)
+    with pytest.raises(BackboneUnavailable, match="security_protocol=PLAINTEXT"):
+        await Broadcast(f"kafka://{bootstrap(kafka_sasl_url)}", **FAST).connect()
+    async with Broadcast(kafka_url, **FAST) as broadcast, broadcast.subscribe(channel) as sub:
+        await broadcast.publish(channel, "fine")
+        assert await next_message(sub) == "fine"
+    warnings = [r for r in caplog.records if "create_conn" in r.getMessage()]
+    assert len(warnings) == 1, warnings

@@ -1,8 +1,9 @@
 """Opening a Kafka connection: the TLS context from the KafkaConfig, and why the clients could not
-start (aiokafka says only "Unable to bootstrap"), found by connecting to each broker ourselves."""
+start (aiokafka says only "Unable to bootstrap"), found by connecting to each server ourselves."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 from opal_broadcast.plugin import (
@@ -12,25 +13,21 @@ from opal_broadcast.plugin import (
     BackboneURL,
     BroadcastError,
     InvalidOption,
-    lazy_import,
 )
 
+from . import _create_conn as create_conn
+from ._driver import kafka_errors, kafka_helpers
+from ._errors import describe
 from ._options import KafkaConfig
 
 __all__ = ["connect_error", "ssl_context"]
-
-_DIST = "opal-broadcast-kafka"
-kafka_errors = lazy_import("aiokafka.errors", distribution=_DIST)
-aiokafka_conn = lazy_import("aiokafka.conn", distribution=_DIST)
-aiokafka_helpers = lazy_import("aiokafka.helpers", distribution=_DIST)
-cluster = lazy_import("opal_broadcast_kafka._cluster", distribution=_DIST)
 
 
 def ssl_context(config: KafkaConfig, where: str) -> ssl.SSLContext | None:
     if not config.uses_tls:
         return None
     try:
-        return aiokafka_helpers.create_ssl_context(  # type: ignore[no-any-return]
+        return kafka_helpers.create_ssl_context(  # type: ignore[no-any-return]
             cafile=config.ssl_cafile,
             capath=config.ssl_capath,
             certfile=config.ssl_certfile,
@@ -51,53 +48,68 @@ async def connect_error(
     """Why the clients could not start. aiokafka says only "Unable to bootstrap" (it logs each
     server's error), so each server is tried again, once, to find the cause."""
     if not isinstance(failure, kafka_errors.KafkaConnectionError):
-        detail = config.redact(cluster.describe(failure))
-        return BackboneUnavailable(f"Could not connect to {url}: {detail}.")
+        return BackboneUnavailable(
+            f"Could not connect to {url}: {config.redact(describe(failure))}."
+        )
+    try_server = _try_kafka if create_conn.check() else _try_tcp
     reasons = []
     answered = 0
-    for host, port, _family in aiokafka_conn.collect_hosts(
-        config.bootstrap_servers, randomize=False
-    ):
+    for host, port in _servers(config.bootstrap_servers):
         try:
-            conn = await aiokafka_conn.create_conn(
-                host,
-                port,
-                client_id=config.client_id,
-                request_timeout_ms=config.request_timeout_ms,
-                ssl_context=tls,
-                security_protocol=config.security_protocol,
-                sasl_mechanism=config.sasl_mechanism,
-                sasl_plain_username=config.username,
-                sasl_plain_password=config.password,
-            )
-        except kafka_errors.SaslAuthenticationFailed as exc:
-            return AuthenticationFailed(
-                f"{url} refused the credentials of user {config.username!r} (SASL "
-                f"{config.sasl_mechanism}: {config.redact(str(exc))}). Check the username and "
-                "password (URL userinfo, the username/password options, or KAFKA_PLAIN_USERNAME "
-                "and KAFKA_PLAIN_PASSWORD) and sasl_mechanism."
-            )
-        except (
-            kafka_errors.UnsupportedSaslMechanismError,
-            kafka_errors.IllegalSaslStateError,
-        ) as exc:
-            return BackboneError(
-                f"{url} does not accept SASL {config.sasl_mechanism} on {host}:{port} "
-                f"({config.redact(str(exc))}). Check security_protocol and sasl_mechanism "
-                "against the listener's configuration."
-            )
+            explained = await try_server(url, config, tls, host, port)
         except Exception as exc:
-            reasons.append(f"{host}:{port}: {config.redact(cluster.describe(exc))}")
-        else:
-            conn.close()
-            answered += 1
-            reasons.append(
-                f"{host}:{port} accepted the connection but not the metadata request (is "
-                f"security_protocol={config.security_protocol} what this listener expects?)"
-            )
+            reasons.append(f"{host}:{port}: {config.redact(describe(exc))}")
+            continue
+        if explained is not None:
+            return explained
+        answered += 1
+        reasons.append(
+            f"{host}:{port} accepted the connection but not the metadata request (is "
+            f"security_protocol={config.security_protocol} what this listener expects?)"
+        )
     hint = (
         "Check the security settings against the listeners' configuration."
         if answered
         else "Check that a broker is running and reachable from here."
     )
     return BackboneUnavailable(f"Could not connect to {url}: {'; '.join(reasons)}. {hint}")
+
+
+async def _try_kafka(
+    url: BackboneURL, config: KafkaConfig, tls: ssl.SSLContext | None, host: str, port: int
+) -> BroadcastError | None:
+    """Connect to one server as the clients do; the error that explains the failure if its
+    answer gives one, else None (raises when it cannot be reached)."""
+    try:
+        conn = await create_conn.connect(host, port, config, tls)
+    except kafka_errors.SaslAuthenticationFailed as exc:
+        return AuthenticationFailed(
+            f"{url} refused the credentials of user {config.username!r} (SASL "
+            f"{config.sasl_mechanism}: {config.redact(str(exc))}). Check the username and "
+            "password (URL userinfo, the username/password options, or KAFKA_PLAIN_USERNAME "
+            "and KAFKA_PLAIN_PASSWORD) and sasl_mechanism."
+        )
+    except (kafka_errors.UnsupportedSaslMechanismError, kafka_errors.IllegalSaslStateError) as exc:
+        return BackboneError(
+            f"{url} does not accept SASL {config.sasl_mechanism} on {host}:{port} "
+            f"({config.redact(str(exc))}). Check security_protocol and sasl_mechanism "
+            "against the listener's configuration."
+        )
+    conn.close()
+    return None
+
+
+async def _try_tcp(
+    url: BackboneURL, config: KafkaConfig, tls: ssl.SSLContext | None, host: str, port: int
+) -> None:
+    """The public path (see ``_create_conn``): whether one server accepts a TCP connection."""
+    _, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port), config.request_timeout_ms / 1000
+    )
+    writer.close()
+
+
+def _servers(bootstrap_servers: list[str]) -> list[tuple[str, int]]:
+    """``host:port`` and ``[v6 address]:port`` (as ``KafkaConfig`` writes them) split."""
+    split = [server.rpartition(":") for server in bootstrap_servers]
+    return [(host.strip("[]"), int(port)) for host, _, port in split]

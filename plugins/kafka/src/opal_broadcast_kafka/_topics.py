@@ -11,7 +11,7 @@ import re
 
 from opal_broadcast import InvalidChannel, InvalidOption
 
-__all__ = ["INTERNAL_TOPICS", "MAX_TOPIC_LENGTH", "TopicNames", "check_prefix"]
+__all__ = ["INTERNAL_TOPICS", "MAX_TOPIC_LENGTH", "TopicNames", "check_prefix", "names_for"]
 
 #: Kafka's limit on topic names (``Topic.MAX_NAME_LENGTH``).
 MAX_TOPIC_LENGTH = 249
@@ -79,3 +79,16 @@ class TopicNames:
                 "channel is the Kafka topic '<topic_prefix><channel>'; rename the channel."
             )
         return topic
+
+
+_by_prefix: dict[str, TopicNames] = {}
+
+
+def names_for(prefix: str) -> TopicNames:
+    """The TopicNames of ``prefix``, shared, for checks made before any connection exists."""
+    names = _by_prefix.get(prefix)
+    if names is None:
+        if len(_by_prefix) >= 64:
+            _by_prefix.clear()
+        names = _by_prefix[prefix] = TopicNames(prefix)
+    return names
