@@ -1,6 +1,7 @@
 """Loss and recovery in the core, on the memory backbone's simulated faults."""
 
 import asyncio
+import sys
 import time
 import uuid
 
@@ -178,7 +179,11 @@ async def test_publish_deadlines_run_on_the_event_loops_clock(url, anyio_backend
 
         monkeypatch.setattr(Deadlines, "_expire", counted)
         await _publish_while_frozen(broadcast, url)
-        assert 1 <= fired <= 2
+        if deadlines.native:
+            assert 1 <= fired <= 2
+        else:  # Python 3.10 (no Task.uncancel) or trio: anyio's fail_after bounds it instead
+            assert fired == 0
+            assert sys.version_info < (3, 11) or anyio_backend == "trio"
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -145,7 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers = args.processes or args.workers
             return run_demo(args.url, workers, args.messages, args.processes > 0, args.worker_of)
         return int(anyio.run(_COMMANDS[args.command], args))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # Ctrl-C. On Python 3.10 the event loop's runner reports it as the main task's
+        # cancellation (3.11 added Task.uncancel, which tells the two apart).
         return EXIT_OK
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
