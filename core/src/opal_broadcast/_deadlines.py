@@ -24,6 +24,8 @@ import anyio
 __all__ = ["Deadlines"]
 
 _EXPIRED = "opal_broadcast: deadline expired"
+#: How early a timer may fire on the loop's clock (uvloop's is in whole milliseconds).
+_GRANULARITY = 0.001
 
 
 class Deadlines:
@@ -66,7 +68,10 @@ class Deadlines:
     def _expire(self) -> None:
         self._timer = None
         self.next_expiry = math.inf
-        now = self.clock()
+        # A timer may fire a little before its time on the loop's own clock (uvloop keeps time
+        # in whole milliseconds): what expires within a millisecond expires now, or the timer
+        # would fire again and again until the clock caught up.
+        now = self.clock() + _GRANULARITY
         following = math.inf
         for task, expiry in self.inflight.items():
             if expiry <= now:
