@@ -130,6 +130,10 @@ class Publisher:
                 raise error from exc
             self._release(lane)
             return
+        await self._queued(channel, payloads)
+
+    async def _queued(self, channel: str, payloads: list[str]) -> None:
+        """Every lane busy: wait in the queue, to go in the next batch a lane sends."""
         if self._closed:
             raise BackboneUnavailable(f"The connection to {self._config.url} is closed.")
         item = _Item(channel, payloads, self._loop.create_future())

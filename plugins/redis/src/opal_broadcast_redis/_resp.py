@@ -107,16 +107,7 @@ def _parse(buffer: bytes, position: int) -> tuple[Reply, int]:
         raise _Incomplete
     kind = buffer[position]
     if kind == 36:  # $ bulk string
-        length = int(buffer[position + 1 : end])
-        if length < 0:
-            return None, end + 2
-        start = end + 2
-        stop = start + length
-        if stop + 2 > len(buffer):
-            raise _Incomplete(stop + 2)
-        if buffer[stop : stop + 2] != b"\r\n":
-            raise ProtocolError(f"a bulk string of {length} bytes is not followed by CRLF")
-        return buffer[start:stop], stop + 2
+        return _bulk(buffer, position, end)
     if kind == 42:  # * array
         count = int(buffer[position + 1 : end])
         if count < 0:
@@ -134,3 +125,16 @@ def _parse(buffer: bytes, position: int) -> tuple[Reply, int]:
     if kind == 45:  # - error
         return ErrorReply(buffer[position + 1 : end].decode("utf-8", "replace")), end + 2
     raise ProtocolError(f"unexpected RESP type byte {bytes([kind])!r}")
+
+
+def _bulk(buffer: bytes, position: int, end: int) -> tuple[Reply, int]:
+    length = int(buffer[position + 1 : end])
+    if length < 0:
+        return None, end + 2
+    start = end + 2
+    stop = start + length
+    if stop + 2 > len(buffer):
+        raise _Incomplete(stop + 2)
+    if buffer[stop : stop + 2] != b"\r\n":
+        raise ProtocolError(f"a bulk string of {length} bytes is not followed by CRLF")
+    return buffer[start:stop], stop + 2
