@@ -56,27 +56,26 @@ def channel_name() -> str:
     return f"bench-{uuid.uuid4().hex[:10]}"
 
 
-async def interleaved(
-    count: int, first: Block, second: Block, block: int = 250
-) -> tuple[float, float]:
-    """Seconds per operation of ``first`` and ``second``, run in alternating blocks.
+async def interleaved(count: int, *sides: Block, block: int = 250) -> tuple[float, ...]:
+    """Seconds per operation of each side, the sides run in alternating blocks.
 
     Latency here drifts by 2-3x within seconds (a shared, virtualised machine): alternating small
-    blocks exposes both sides to the same drift, which whole-run alternation does not.
+    blocks exposes every side to the same drift, which whole-run alternation does not. The order
+    of the sides is rotated from one block to the next.
     """
-    spent = [0.0, 0.0]
+    spent = [0.0] * len(sides)
     done = 0
     turn = 0
     while done < count:
         size = min(block, count - done)
-        pair = ((0, first), (1, second)) if turn % 2 == 0 else ((1, second), (0, first))
-        for index, run in pair:
+        for offset in range(len(sides)):
+            index = (turn + offset) % len(sides)
             started = time.perf_counter()
-            await run(size)
+            await sides[index](size)
             spent[index] += time.perf_counter() - started
         done += size
         turn += 1
-    return spent[0] / done, spent[1] / done
+    return tuple(total / done for total in spent)
 
 
 async def opal_pattern(url: str, count: int, payload: str | bytes) -> tuple[float, float]:
