@@ -1,11 +1,12 @@
 """Fan-out: a slow subscriber never stalls the others, and learns exactly what it missed."""
 
+import sys
 import uuid
 
 import anyio
 import pytest
 
-from opal_broadcast import Broadcast, Event, Gap, SubscriberOverflow
+from opal_broadcast import Broadcast, Event, Gap, InvalidOption, SubscriberOverflow
 
 pytestmark = pytest.mark.anyio
 
@@ -96,3 +97,67 @@ async def test_a_second_task_waiting_on_one_subscriber_is_refused(url):
                     await subscriber.get()
                 await broadcast.publish("c", "for the first")
         assert received == ["for the first"]
+
+
+async def test_the_queue_is_bounded_in_bytes_as_well_as_in_messages(url):
+    """10 KB of message memory: 1,000-byte messages fill it at 9, the rest are counted exactly,
+    and the queue's bytes are given back as it is read (the same bound holds afterwards)."""
+    payload = b"x" * 1000
+    size = sys.getsizeof(payload)
+    fits = 10_000 // size
+    async with Broadcast(url) as broadcast:
+        async with broadcast.subscribe("c", max_queue_bytes=10_000) as slow:
+            for _ in range(30):
+                await broadcast.publish("c", payload)
+            assert [(await slow.get()).message for _ in range(fits)] == [payload] * fits
+            with pytest.raises(SubscriberOverflow) as caught:
+                await slow.get()
+            assert caught.value.gap.missed == 30 - fits
+            assert "10000 bytes" in caught.value.gap.reason
+        async with broadcast.subscribe("c", max_queue_bytes=10_000, keep_going=True) as again:
+            for round_ in range(3):
+                for _ in range(fits):
+                    await broadcast.publish("c", payload)
+                got = [await again.get() for _ in range(fits)]
+                assert all(isinstance(event, Event) for event in got), round_
+
+
+async def test_a_message_larger_than_the_byte_bound_still_reaches_an_empty_queue(url):
+    """The byte bound never makes a message undeliverable: an empty queue takes one of any size."""
+    big = "y" * 50_000
+    async with Broadcast(url, max_queue_bytes=1_000) as broadcast:
+        async with broadcast.subscribe("c", keep_going=True) as subscriber:
+            await broadcast.publish("c", big)
+            await broadcast.publish("c", "small")
+            assert await subscriber.get() == Event("c", big)
+            gap = await subscriber.get()
+            assert isinstance(gap, Gap) and gap.missed == 1
+
+
+async def test_the_byte_bound_comes_from_the_url_the_keyword_and_subscribe_in_that_order(url):
+    """subscribe(max_queue_bytes=) beats Broadcast(max_queue_bytes=), which beats the URL's query."""
+    payload = b"z" * 1000
+    size = sys.getsizeof(payload)
+    async with (
+        Broadcast(f"{url}?max_queue_bytes={3 * size}") as from_url,
+        Broadcast(url, max_queue_bytes=5 * size) as from_keyword,
+    ):
+        async with (
+            from_url.subscribe("a", keep_going=True) as a,
+            from_keyword.subscribe("a", keep_going=True) as b,
+            from_keyword.subscribe("a", keep_going=True, max_queue_bytes=2 * size) as c,
+        ):
+            for _ in range(10):
+                await from_url.publish("a", payload)
+            for subscriber, fits in ((a, 3), (b, 5), (c, 2)):
+                got = [await subscriber.get() for _ in range(fits + 1)]
+                assert got[-1] == Gap("a", got[-1].reason, 10 - fits, got[-1].at), fits
+
+
+async def test_a_bad_byte_bound_given_to_subscribe_is_a_typed_error(url):
+    """subscribe(max_queue_bytes=0) is refused before anything is subscribed."""
+    async with Broadcast(url) as broadcast:
+        for bad in (0, -1, 1.5, "10"):
+            with pytest.raises(InvalidOption, match="max_queue_bytes"):
+                broadcast.subscribe("c", max_queue_bytes=bad)
+        assert broadcast.health().subscribers == 0

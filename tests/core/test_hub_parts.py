@@ -14,7 +14,7 @@ from opal_broadcast import (
 )
 from opal_broadcast._channels import ChannelTable
 from opal_broadcast._gaps import GapLog
-from opal_broadcast._subscriber import Subscriber
+from opal_broadcast._subscriber import QueueBound, Subscriber
 from opal_broadcast._translate import Redactor
 
 
@@ -24,7 +24,8 @@ def subscriber(table: ChannelTable, channel: str, **kwargs) -> Subscriber:
         if entry is not None:
             entry.subscribers.discard(s)
 
-    made = Subscriber(channel, max_queue=kwargs.pop("max_queue", 10), detach=detach, **kwargs)
+    bound = QueueBound(kwargs.pop("max_queue", 10), kwargs.pop("max_queue_bytes", 1 << 20))
+    made = Subscriber(channel, bound=bound, detach=detach, **kwargs)
     table.entry(channel).subscribers.add(made)
     return made
 

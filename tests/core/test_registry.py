@@ -1,5 +1,6 @@
 """Routing by scheme: in-process registration, conflicts, invalid plugins, typed errors."""
 
+import logging
 import types
 import uuid
 
@@ -282,6 +283,38 @@ async def test_a_channel_gap_reported_by_the_plugin_reaches_only_that_channel():
         health = broadcast.health()
     assert (health.gaps, health.reconnects) == (1, 0)
     assert [gap.channel for gap in gaps] == ["a"]
+
+
+async def test_a_rejected_payload_is_counted_logged_once_per_interval_and_costs_nobody(caplog):
+    """link.reject(channel, reason): counted per channel, one log line (with the password
+    masked) for a flood on one channel, no gap, no reconnect, every subscriber keeps going."""
+    links = []
+
+    async def open(cls, url, options, link):
+        links.append(link)
+        return await MemoryConnection.open(url, options, link)
+
+    plugin = make_plugin("hostile", open=classmethod(open))
+    gaps = []
+    url = "hostile://:Rej3ct-pw@h"
+    async with Broadcast(url, backend=plugin, on_gap=gaps.append) as broadcast:
+        async with broadcast.subscribe("a") as a, broadcast.subscribe("b") as b:
+            with caplog.at_level(logging.WARNING, logger="opal_broadcast"):
+                for i in range(1000):
+                    links[0].reject("a", f"undecodable byte {i} (password Rej3ct-pw)")
+                links[0].reject("b", "a fragment header that is not ASCII digits")
+            await broadcast.publish("a", "after")
+            await broadcast.publish("b", "after")
+            assert (await a.get()).message == (await b.get()).message == "after"
+        health = broadcast.health()
+    assert (health.rejected, dict(health.rejected_by_channel)) == (1001, {"a": 1000, "b": 1})
+    assert (health.gaps, health.reconnects, gaps) == (0, 0, [])
+    lines = [
+        r.getMessage() for r in caplog.records if "no opal-broadcast publisher" in r.getMessage()
+    ]
+    assert len(lines) == 2, lines
+    assert "'a'" in lines[0] and "undecodable byte 0" in lines[0]
+    assert not any("Rej3ct-pw" in line for line in lines)
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])

@@ -120,7 +120,16 @@ def test_split_options_takes_named_options_and_keeps_the_rest_as_written():
 
 @pytest.mark.parametrize(
     "query",
-    ["publish_timeout=soon", "probe_interval=0", "reconnect_max_delay=inf", "max_queue=1.5"],
+    [
+        "publish_timeout=soon",
+        "probe_interval=0",
+        "reconnect_max_delay=inf",
+        "max_queue=1.5",
+        "max_queue_bytes=1e6",
+        "max_queue_bytes=0",
+        "max_queue_bytes=-5",
+        "max_queue_bytes=١٢",
+    ],
 )
 def test_bad_timings_in_the_url_are_typed_errors_naming_the_option(query):
     with pytest.raises(InvalidOption, match=query.split("=")[0]) as caught:
@@ -129,7 +138,15 @@ def test_bad_timings_in_the_url_are_typed_errors_naming_the_option(query):
 
 
 @pytest.mark.parametrize(
-    "keyword", [{"publish_timeout": -1}, {"max_queue": 0}, {"probe_timeout": "5"}]
+    "keyword",
+    [
+        {"publish_timeout": -1},
+        {"max_queue": 0},
+        {"probe_timeout": "5"},
+        {"max_queue_bytes": 0},
+        {"max_queue_bytes": 2.5},
+        {"max_queue_bytes": True},
+    ],
 )
 def test_bad_timing_keywords_are_typed_errors(keyword):
     with pytest.raises(InvalidOption, match=next(iter(keyword))):

@@ -7,13 +7,13 @@ from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from . import _publish
-from ._errors import ConfigurationError, NotConnectedError
+from ._errors import ConfigurationError, InvalidOption, NotConnectedError
 from ._events import Event, Gap, Health
 from ._gaps import GapCallback
 from ._hub import Hub, open_hub
 from ._publish import check_channel_name
 from ._registry import Backbone, default_registry
-from ._subscriber import Subscriber
+from ._subscriber import QueueBound, Subscriber
 from ._system_task import current_loop
 from ._tuning import GapPolicy, Timings, tuning
 from ._url import BackboneURL
@@ -52,7 +52,8 @@ class Broadcast:
 
     Timings, in seconds: ``connect_timeout`` (10), ``publish_timeout`` (5), ``probe_interval`` (5)
     and ``probe_timeout`` (5) for the liveness probe, ``reconnect_max_delay`` (5), the cap of the
-    reconnection backoff; ``max_queue`` (10,000), the default bound of each subscriber's queue.
+    reconnection backoff. Each subscriber's queue is bounded by ``max_queue`` (10,000 messages) and
+    ``max_queue_bytes`` (32 MiB of message memory): the defaults of ``subscribe()``.
     Each but ``connect_timeout`` (and ``gap_policy`` too) can also be given in the URL's query
     (``redis://cache/0?publish_timeout=2``), which is how ``OPAL_BROADCAST_URI`` sets them; a
     keyword argument wins over the query.
@@ -71,6 +72,7 @@ class Broadcast:
         probe_timeout: float | None = None,
         reconnect_max_delay: float | None = None,
         max_queue: int | None = None,
+        max_queue_bytes: int | None = None,
         share_connection: bool = True,
         **options: Any,
     ) -> None:
@@ -83,13 +85,14 @@ class Broadcast:
                 "probe_timeout": probe_timeout,
                 "reconnect_max_delay": reconnect_max_delay,
                 "max_queue": max_queue,
+                "max_queue_bytes": max_queue_bytes,
             },
             gap_policy,
         )
         self._backend = backend
         self._on_gap = on_gap
         self._publish_timeout = settings["publish_timeout"]
-        self._max_queue = int(settings["max_queue"])
+        self._bound = QueueBound(int(settings["max_queue"]), int(settings["max_queue_bytes"]))
         self._options = options
         # Everything but the event loop and the plugin that decides which hub this joins.
         self._sharing_key = (
@@ -173,16 +176,31 @@ class Broadcast:
 
     @overload
     def subscribe(
-        self, channel: str, *, keep_going: Literal[False] = ..., max_queue: int | None = ...
+        self,
+        channel: str,
+        *,
+        keep_going: Literal[False] = ...,
+        max_queue: int | None = ...,
+        max_queue_bytes: int | None = ...,
     ) -> Subscription[Event]: ...
 
     @overload
     def subscribe(
-        self, channel: str, *, keep_going: Literal[True], max_queue: int | None = ...
+        self,
+        channel: str,
+        *,
+        keep_going: Literal[True],
+        max_queue: int | None = ...,
+        max_queue_bytes: int | None = ...,
     ) -> Subscription[Event | Gap]: ...
 
     def subscribe(
-        self, channel: str, *, keep_going: bool = False, max_queue: int | None = None
+        self,
+        channel: str,
+        *,
+        keep_going: bool = False,
+        max_queue: int | None = None,
+        max_queue_bytes: int | None = None,
     ) -> Subscription[Any]:
         """An async context manager whose value iterates the events of ``channel``.
 
@@ -190,9 +208,19 @@ class Broadcast:
         after that, from any process, reaches it. At a gap (backbone lost, subscriber too slow)
         the iteration raises :class:`SubscriptionGap`; subscribe again to resume. With
         ``keep_going=True`` it yields :class:`Gap` markers instead and carries on.
+
+        ``max_queue`` and ``max_queue_bytes`` bound this subscriber's queue (default: the
+        ``Broadcast``'s); a subscriber that falls behind either bound has a gap with the exact
+        count of the messages it missed.
         """
         check_channel_name(channel)
-        return Subscription(self, channel, keep_going, max_queue or self._max_queue)
+        bound = self._bound
+        if max_queue is not None or max_queue_bytes is not None:
+            bound = QueueBound(
+                _positive("max_queue", max_queue, bound.messages),
+                _positive("max_queue_bytes", max_queue_bytes, bound.bytes),
+            )
+        return Subscription(self, channel, keep_going, bound)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -223,12 +251,12 @@ class Subscription(Generic[_T]):
     """
 
     def __init__(
-        self, broadcast: Broadcast, channel: str, keep_going: bool, max_queue: int
+        self, broadcast: Broadcast, channel: str, keep_going: bool, bound: QueueBound
     ) -> None:
         self._broadcast = broadcast
         self._channel = channel
         self._keep_going = keep_going
-        self._max_queue = max_queue
+        self._bound = bound
         self._subscriber: Subscriber[_T] | None = None
         self._hub: Hub | None = None
 
@@ -237,7 +265,7 @@ class Subscription(Generic[_T]):
         hub.check_channel(self._channel)
         subscriber: Subscriber[_T] = Subscriber(
             self._channel,
-            max_queue=self._max_queue,
+            bound=self._bound,
             keep_going=self._keep_going,
             detach=hub.subscriptions.detach,
             loop=hub.loop,
@@ -266,6 +294,15 @@ class Subscription(Generic[_T]):
             return
         self._broadcast._subscribers.discard(subscriber)
         await hub.subscriptions.remove(subscriber)
+
+
+def _positive(name: str, value: int | None, default: int) -> int:
+    """``value`` (a whole number above 0), or ``default`` for None."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidOption(f"{name}={value!r} must be a whole number above 0.")
+    return value
 
 
 def _freeze(options: dict[str, Any]) -> tuple[tuple[str, str], ...]:

@@ -10,6 +10,7 @@ is changing that right now, is kept here too; :mod:`._subscriptions` decides whe
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,8 @@ from ._events import Event, Gap
 from ._subscriber import Subscriber
 
 __all__ = ["Channel", "ChannelTable"]
+
+_size = sys.getsizeof
 
 
 class Channel:
@@ -76,8 +79,9 @@ class ChannelTable:
         if entry is None:
             return
         event = Event(channel, message)
+        size = _size(message)
         for subscriber in entry.subscribers:
-            subscriber.offer(event)
+            subscriber.offer(event, size)
 
     def gap(self, channel: str, gap: Gap) -> bool:
         """Tell the channel's subscribers they may have missed messages. Whether it has any."""

@@ -65,6 +65,16 @@ class Link(Protocol):
         :meth:`lost` instead.
         """
 
+    def reject(self, channel: str, reason: str) -> None:
+        """Report a payload received on ``channel`` that no publisher of this backbone wrote.
+
+        For input the plugin cannot decode or that breaks its framing (the backbone is shared:
+        any client with publish rights can write to a channel). The payload is dropped and
+        counted in ``health().rejected``; the core logs it at WARNING, one line per channel and
+        interval with a count, never one per payload. Subscribers see nothing: no message of
+        theirs was lost. Never drop the connection, or report a gap, for one bad payload.
+        """
+
     def lost(self, reason: str | BaseException) -> None:
         """Report that the connection is gone or may have dropped messages.
 

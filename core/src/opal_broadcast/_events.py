@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -50,7 +51,9 @@ class Health:
     a new connection; ``restoring`` while it subscribes the channels again on it (publishing and new
     subscriptions already work); ``failed`` if the core's supervision of the connection died (every
     subscription has ended: disconnect and connect again); ``closed`` after the last disconnect.
-    ``gaps`` counts gaps since the connection opened.
+    ``gaps`` counts gaps since the connection opened. ``rejected`` counts payloads dropped because
+    no opal-broadcast publisher wrote them (undecodable, malformed: another client of the backbone
+    published them), ``rejected_by_channel`` per channel; they cost subscribers nothing.
     """
 
     url: str
@@ -62,6 +65,8 @@ class Health:
     last_error: str | None
     channels: int
     subscribers: int
+    rejected: int = 0
+    rejected_by_channel: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

@@ -41,6 +41,7 @@ from ._gaps import GapCallback, GapLog
 from ._link import Link
 from ._publish import Publisher
 from ._registry import Backbone
+from ._rejects import RejectLog
 from ._subscriptions import Subscriptions
 from ._supervisor import Supervisor
 from ._system_task import current_async_library
@@ -82,6 +83,7 @@ class Hub:
         self.batch_size = 1000 if "batch_subscribe" in backbone.capabilities else 1
         self.redact = Redactor(url)
         self.gaps = GapLog()
+        self.rejects = RejectLog()
         self.channels = ChannelTable()
         #: The asyncio event loop this hub lives on (None on trio): known once, because finding
         #: the running loop costs CPython 3.11 a ``getpid()`` system call each time.
@@ -345,6 +347,8 @@ class Hub:
             last_error=self.last_error,
             channels=self.channels.live_count(),
             subscribers=self.channels.subscriber_count(),
+            rejected=self.rejects.count,
+            rejected_by_channel=self.rejects.snapshot(),
         )
 
 

@@ -35,6 +35,10 @@ class Link:
         if self.active:
             self.hub.channel_gap(channel, reason)
 
+    def reject(self, channel: str, reason: str) -> None:
+        if self.active:
+            self.hub.rejects.report(str(self.hub.url), channel, self.hub.redact(reason))
+
     def lost(self, reason: str | BaseException) -> None:
         if not self.active:
             return

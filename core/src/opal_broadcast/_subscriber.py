@@ -1,6 +1,11 @@
 """One local subscriber: a bounded queue the shared reader fills without ever waiting.
 
-Overflow policy: when the queue is full, new messages for this subscriber are dropped and
+The queue is bounded twice (:class:`QueueBound`): in messages and in bytes (the memory the queued
+messages take, as ``sys.getsizeof`` counts it), so a stalled subscriber holds little whatever the
+message sizes. A message is always taken into an empty queue, whatever its size (the backbone's
+own ``max_message_size`` bounds that).
+
+Overflow policy: when either bound is reached, new messages for this subscriber are dropped and
 counted (the others are unaffected). A default subscriber then ends with
 :class:`SubscriberOverflow` naming the count once it has read what was queued. A subscriber that
 opted in to keep going receives a :class:`Gap` marker with the count instead, then new messages.
@@ -15,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
 import anyio
@@ -24,11 +31,24 @@ import anyio
 from ._errors import NotConnectedError, SubscriberOverflow, SubscriptionGap
 from ._events import Event, Gap
 
-__all__ = ["Subscriber"]
+__all__ = ["QueueBound", "Subscriber"]
 
 logger = logging.getLogger("opal_broadcast")
 
 _T = TypeVar("_T", Event, "Event | Gap")
+
+_size = sys.getsizeof
+
+
+@dataclass(frozen=True, slots=True)
+class QueueBound:
+    """How much one subscriber's queue may hold: ``messages``, and ``bytes`` of message memory."""
+
+    messages: int
+    bytes: int
+
+    def describe(self) -> str:
+        return f"{self.messages} messages or {self.bytes} bytes"
 
 
 class Subscriber(Generic[_T]):
@@ -46,26 +66,27 @@ class Subscriber(Generic[_T]):
         "_items",
         "_loop",
         "_missed",
+        "_queued_bytes",
         "_waiter",
+        "bound",
         "channel",
         "continues",
         "gap",
         "keep_going",
-        "max_queue",
     )
 
     def __init__(
         self,
         channel: str,
         *,
-        max_queue: int,
+        bound: QueueBound,
         keep_going: bool,
         detach: Callable[[Subscriber[_T]], None],
         loop: asyncio.AbstractEventLoop | None = None,
         continues: bool = False,
     ) -> None:
         self.channel = channel
-        self.max_queue = max_queue
+        self.bound = bound
         self.keep_going = keep_going
         #: Carry on across gaps without a marker (``gap_policy="continue"``).
         self.continues = continues and not keep_going
@@ -73,6 +94,7 @@ class Subscriber(Generic[_T]):
         self.gap: Gap | None = None
         self._items: deque[Event | Gap] | None = None  # made on first use: idle costs little
         self._missed = 0
+        self._queued_bytes = 0
         self._closed = False
         # What a waiting get() awaits: a future of ``loop`` on asyncio (an anyio.Event would
         # cost two getpid() system calls per wait on CPython 3.11), an anyio.Event otherwise.
@@ -81,16 +103,20 @@ class Subscriber(Generic[_T]):
         self._detach: Callable[[Subscriber[_T]], None] = detach
 
     # Called by the hub, synchronously, from the backbone's reader. Never blocks.
-    def offer(self, event: Event) -> None:
-        """Queue ``event``, or count it as missed when the queue is full."""
+    def offer(self, event: Event, size: int) -> None:
+        """Queue ``event`` (``size``: its message's bytes), or count it as missed when full."""
         items = self._items
         if items is None:
             items = self._items = deque()
-        elif self._missed or len(items) >= self.max_queue:
+        elif self._missed or (
+            items
+            and (len(items) >= self.bound.messages or self._queued_bytes + size > self.bound.bytes)
+        ):
             # Drop until the queue has been read empty, so the count stays exact.
             self._missed += 1
             return
         items.append(event)
+        self._queued_bytes += size
         self._wake()
 
     def offer_gap(self, gap: Gap) -> None:
@@ -133,15 +159,18 @@ class Subscriber(Generic[_T]):
                 raise _error_for(self.gap)
             if self._items:
                 item = self._items.popleft()
-                if isinstance(item, Gap) and not self.keep_going:
-                    self.gap = item
-                    continue
+                if isinstance(item, Gap):
+                    if not self.keep_going:
+                        self.gap = item
+                        continue
+                else:
+                    self._queued_bytes -= _size(item.message)
                 return item  # type: ignore[return-value]  # an Event, or a Gap when keep_going
             if self._missed:
                 missed, self._missed = self._missed, 0
                 gap = Gap(
                     self.channel,
-                    f"this subscriber fell behind: its queue of {self.max_queue} was full",
+                    f"this subscriber fell behind: its queue of {self.bound.describe()} was full",
                     missed,
                 )
                 if self.continues:

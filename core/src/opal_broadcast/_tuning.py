@@ -23,7 +23,7 @@ from ._url import BackboneURL
 
 __all__ = ["DEFAULTS", "GAP_POLICIES", "IN_THE_URL", "GapPolicy", "Timings", "tuning"]
 
-#: Seconds, except ``max_queue`` (messages).
+#: Seconds, except ``max_queue`` (messages) and ``max_queue_bytes``.
 DEFAULTS: dict[str, float] = {
     "connect_timeout": 10.0,
     "publish_timeout": 5.0,
@@ -31,7 +31,11 @@ DEFAULTS: dict[str, float] = {
     "probe_timeout": 5.0,
     "reconnect_max_delay": 5.0,
     "max_queue": 10_000,
+    "max_queue_bytes": 32 * 1024 * 1024,
 }
+
+#: Settings that are whole numbers, and what they count.
+_WHOLE = {"max_queue": "messages", "max_queue_bytes": "bytes"}
 
 GapPolicy = Literal["end", "continue"]
 GAP_POLICIES: tuple[GapPolicy, ...] = ("end", "continue")
@@ -64,17 +68,17 @@ def tuning(
 
 def _number(name: str, text: str) -> float:
     try:
-        return int(text) if name == "max_queue" else float(text)
+        return int(text) if name in _WHOLE and text.isascii() and text.isdigit() else float(text)
     except ValueError:
         return math.nan
 
 
 def _checked(name: str, value: float, as_given: object, url: BackboneURL | str) -> float:
-    """``value`` if it is a finite number above 0 (a whole one for ``max_queue``)."""
-    whole = name != "max_queue" or (isinstance(value, int) and not isinstance(value, bool))
+    """``value`` if it is a finite number above 0 (a whole one for ``max_queue(_bytes)``)."""
+    whole = name not in _WHOLE or (isinstance(value, int) and not isinstance(value, bool))
     if isinstance(value, (int, float)) and whole and math.isfinite(value) and value > 0:
         return value
-    unit = "a whole number of messages" if name == "max_queue" else "a finite number of seconds"
+    unit = f"a whole number of {_WHOLE[name]}" if name in _WHOLE else "a finite number of seconds"
     where = f" in {url}" if url else ""
     raise InvalidOption(f"{name}={as_given!r}{where} must be {unit} above 0.")
 
