@@ -189,9 +189,8 @@ async def test_a_hooks_plugin_runs_through_the_adapter_with_a_deprecation_warnin
     subscribed = []
     plugin = hooks_plugin("hooked", subscribed)
     url = f"hooked://{uuid.uuid4().hex[:6]}"
-    broadcast = Broadcast(url, backend=plugin, reconnect_max_delay=0.05)
     with pytest.warns(PluginContractWarning, match="migrating-from-the-hooks-contract-0"):
-        await broadcast.connect()
+        broadcast = Broadcast(url, backend=plugin, reconnect_max_delay=0.05)  # resolved here
     async with broadcast, broadcast.subscribe("c", keep_going=True) as subscriber:
         await broadcast.publish("c", "one")
         assert await subscriber.get() == Event("c", "one")

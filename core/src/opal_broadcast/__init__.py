@@ -8,6 +8,7 @@ adds the others. Plugin authors: see :mod:`opal_broadcast.plugin` and
 """
 
 from ._broadcast import Broadcast, Subscription
+from ._broadcaster_backend import BroadcastBackend
 from ._errors import (
     AccessDenied,
     AuthenticationFailed,
@@ -21,6 +22,7 @@ from ._errors import (
     InvalidOption,
     InvalidURL,
     MessageTooLarge,
+    MissingURL,
     NotConnectedError,
     PluginConflict,
     PluginContractWarning,
@@ -48,6 +50,7 @@ __all__ = [
     "BackboneURL",
     "BackboneUnavailable",
     "Broadcast",
+    "BroadcastBackend",
     "BroadcastError",
     "ConfigurationError",
     "Event",
@@ -60,6 +63,7 @@ __all__ = [
     "InvalidOption",
     "InvalidURL",
     "MessageTooLarge",
+    "MissingURL",
     "NotConnectedError",
     "PluginConflict",
     "PluginContractWarning",

@@ -7,7 +7,8 @@ from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from . import _publish
-from ._errors import ConfigurationError, InvalidOption, NotConnectedError
+from ._broadcaster_backend import is_broadcaster_backend
+from ._errors import ConfigurationError, InvalidOption, MissingURL, NotConnectedError
 from ._events import Event, Gap, Health
 from ._gaps import GapCallback
 from ._hub import Hub, open_hub
@@ -37,12 +38,16 @@ class Broadcast:
                 await broadcast.publish("updates", "hello")
                 event = await subscriber.get()   # Event(channel='updates', message='hello')
 
-    Creating one does no I/O. Every ``Broadcast`` on the same URL (and options) in one process and
+    Creating one does no I/O, but checks everything that needs none: a malformed URL, an unknown
+    scheme (``UnknownScheme``, a ``ValueError`` as broadcaster's was) and options the backbone
+    refuses raise here, not at ``connect()``. Every ``Broadcast`` on the same URL (and options) in one process and
     event loop shares one backbone connection, reference-counted, so a new instance per publish
     costs almost nothing while another instance holds the connection.
 
-    ``backend``: a plugin object, or the name/distribution of an installed plugin, to use instead
-    of looking the scheme up. ``on_gap``: called with a :class:`Gap` whenever the connection is lost
+    ``backend``: an object with encode/broadcaster's backend interface (``connect``,
+    ``disconnect``, ``subscribe``, ``unsubscribe``, ``publish``, ``next_published``; the URL is
+    then optional), a plugin object, or the name/distribution of an installed plugin, to use
+    instead of looking the scheme up. ``on_gap``: called with a :class:`Gap` whenever the connection is lost
     (messages may have been missed). ``gap_policy``: what this instance's subscribers do at a gap,
     ``"end"`` (default: the iteration ends with :class:`SubscriptionGap`; subscribe again and
     resync) or ``"continue"`` (the iteration carries on; the gap is logged at WARNING, counted in
@@ -61,7 +66,7 @@ class Broadcast:
 
     def __init__(
         self,
-        url: str,
+        url: str | None = None,
         *,
         backend: object | str | None = None,
         on_gap: GapCallback | None = None,
@@ -76,6 +81,15 @@ class Broadcast:
         share_connection: bool = True,
         **options: Any,
     ) -> None:
+        if url is None and is_broadcaster_backend(backend):
+            url = f"backend://{type(backend).__name__}"
+        if url is None:
+            raise MissingURL(
+                "Either `url` or `backend` must be provided. For example: "
+                "Broadcast('redis://localhost:6379'), Broadcast.from_env() to read "
+                "OPAL_BROADCAST_URI, or Broadcast(backend=obj) with an encode/broadcaster "
+                "backend object."
+            )
         self._url, settings, self._gap_policy = tuning(
             BackboneURL.parse(url),
             {
@@ -90,6 +104,10 @@ class Broadcast:
             gap_policy,
         )
         self._backend = backend
+        self._backbone = self._resolve()
+        check_url = getattr(self._backbone.connection, "check_url", None)
+        if check_url is not None:
+            check_url(self._url, options)
         self._on_gap = on_gap
         self._publish_timeout = settings["publish_timeout"]
         self._bound = QueueBound(int(settings["max_queue"]), int(settings["max_queue_bytes"]))
@@ -140,7 +158,7 @@ class Broadcast:
         """Open (or join) the shared connection. Idempotent. Raises typed errors, promptly."""
         if self._hub is not None:
             return
-        backbone = self._resolve()
+        backbone = self._backbone
         key = (current_loop(), backbone.name, *self._sharing_key)
         self._hub = await open_hub(
             key,
@@ -236,6 +254,8 @@ class Broadcast:
         registry = default_registry()
         if self._backend is None or isinstance(self._backend, str):
             return registry.resolve(self._url.scheme, pin=self._backend)
+        if is_broadcaster_backend(self._backend):
+            return registry.adopt_broadcaster_backend(self._backend)
         return registry.adopt(self._backend)
 
     def __repr__(self) -> str:

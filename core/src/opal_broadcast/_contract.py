@@ -101,6 +101,11 @@ class Connection(Protocol):
     ``probe``. ``close`` may come at any time, also while other calls are in flight. A driver that
     allows one operation at a time per connection must serialise its own calls.
 
+    Optional: a classmethod ``check_url(url, options)`` that raises ``InvalidURL``/
+    ``InvalidOption`` for a URL or options the backbone refuses, without I/O (parse your
+    ``Options`` there). ``Broadcast(url)``'s constructor calls it, so a configuration error shows
+    where the ``Broadcast`` is made, as broadcaster users expect, not at the first ``connect()``.
+
     Errors: raise the typed errors of :mod:`opal_broadcast.plugin` (``BackboneUnavailable`` when
     the backbone cannot be reached or the call timed out on the wire, ``AuthenticationFailed``,
     ``AccessDenied``, ``InvalidChannel``, ``MessageTooLarge``/``InvalidMessage``,

@@ -4,9 +4,10 @@
 
     BroadcastError
     ├── ConfigurationError              the URL, options or installed plugins are wrong; retrying won't help
-    │   ├── InvalidURL                  malformed URL
-    │   ├── InvalidOption               unknown or badly typed option (query string or keyword)
-    │   ├── UnknownScheme               no installed plugin serves the scheme (names the pip install)
+    │   ├── InvalidURL (ValueError)     malformed URL
+    │   │   └── MissingURL              neither a URL nor a backend given (an AssertionError too)
+    │   ├── InvalidOption (ValueError)  unknown or badly typed option (query string or keyword)
+    │   ├── UnknownScheme (ValueError)  no installed plugin serves the scheme (names the pip install)
     │   ├── PluginLoadError             the plugin for the scheme is installed but failed to load
     │   │   └── IncompatiblePlugin      it implements a plugin contract version this core does not
     │   ├── PluginConflict              two plugins claim one scheme (names both and how to pin one)
@@ -48,6 +49,7 @@ __all__ = [
     "InvalidOption",
     "InvalidURL",
     "MessageTooLarge",
+    "MissingURL",
     "NotConnectedError",
     "PluginConflict",
     "PluginContractWarning",
@@ -71,11 +73,16 @@ class InvalidURL(ConfigurationError, ValueError):
     """The broadcast URL is malformed."""
 
 
+class MissingURL(InvalidURL, AssertionError):
+    """``Broadcast()`` was given neither a URL nor a backend (an ``AssertionError`` too, as
+    broadcaster's ``assert`` raised)."""
+
+
 class InvalidOption(ConfigurationError, ValueError):
     """An option in the URL's query string or in the keyword arguments is unknown or invalid."""
 
 
-class UnknownScheme(ConfigurationError):
+class UnknownScheme(ConfigurationError, ValueError):
     """No installed plugin serves the URL's scheme."""
 
     def __init__(self, message: str, *, scheme: str, installed: tuple[str, ...]) -> None:

@@ -68,6 +68,11 @@ class MemoryConnection:
         return connection
 
     @classmethod
+    def check_url(cls, url: BackboneURL, options: Mapping[str, Any]) -> None:
+        """memory:// takes no option: any is refused (``Broadcast()`` calls this)."""
+        _NO_OPTIONS.parse(url, options)
+
+    @classmethod
     def check_channel(cls, url: BackboneURL, options: Mapping[str, Any], channel: str) -> None:
         """Any non-empty ``str`` will do (the core checks that much)."""
 

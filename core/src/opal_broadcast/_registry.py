@@ -18,6 +18,7 @@ from importlib.metadata import EntryPoint, entry_points
 import pluggy
 
 from . import _hookspecs
+from ._broadcaster_backend import broadcaster_backend_info
 from ._contract import CAPABILITIES, CONTRACT_VERSION, BackboneInfo, Connection, check_declaration
 from ._errors import (
     ConfigurationError,
@@ -152,6 +153,17 @@ class Registry:
             warnings.warn(backbone.deprecation, PluginContractWarning, stacklevel=2)
         return backbone
 
+    def adopt_broadcaster_backend(self, backend: object) -> Backbone:
+        """The backbone for an encode/broadcaster backend object (``Broadcast(backend=obj)``)."""
+        cached = self._adopted.get(id(backend))
+        if cached is not None and cached[0] is backend:
+            return cached[1]
+        info = broadcaster_backend_info(backend)
+        name = f"{type(backend).__qualname__} at {id(backend):#x}"
+        backbone = Backbone(name, None, None, info, None, info.connection)
+        self._adopted[id(backend)] = (backend, backbone)
+        return backbone
+
     def unregister(self, backbone: Backbone) -> None:
         """Remove a plugin added with :meth:`register`."""
         with self._lock:
@@ -219,7 +231,7 @@ class Registry:
                     "check its dependencies."
                 ) from failed.error
         installed = tuple(self.schemes())
-        parts = [f"No broadcast backbone is installed for {scheme}://."]
+        parts = [f"Unsupported backend: no broadcast backbone is installed for {scheme}://."]
         if scheme in FIRST_PARTY:
             parts.append(f"Install it: pip install {FIRST_PARTY[scheme]}.")
         else:

@@ -94,18 +94,38 @@ class BackboneURL:
         """The comma-separated hosts of the netloc; IPv6 literals in brackets; ports checked."""
         result = []
         for item in filter(None, self.hostlist.split(",")):
-            if item.startswith("["):
-                host, _, after = item[1:].partition("]")
-                port_text = after[1:] if after.startswith(":") else after
-            else:
-                host, _, port_text = item.partition(":")
+            host, port_text = self._host_and_port(item)
             port = None
             if port_text:
-                if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                if (
+                    not (port_text.isascii() and port_text.isdigit())
+                    or not 0 < int(port_text) < 65536
+                ):
                     raise InvalidURL(f"{self} has an invalid port {port_text!r}.")
                 port = int(port_text)
             result.append(HostPort(unquote(host), port))
         return result
+
+    def _host_and_port(self, item: str) -> tuple[str, str]:
+        """``host[:port]`` or ``[ipv6][:port]``, refused rather than guessed at when malformed."""
+        if item.startswith("["):
+            host, bracket, after = item[1:].partition("]")
+            if not bracket:
+                raise InvalidURL(f"{self} has an unclosed '[' in the host {item!r}.")
+            if after and not after.startswith(":"):
+                raise InvalidURL(
+                    f"{self} has {after!r} after the IPv6 address [{host}]: expected ':port'."
+                )
+            return host, after[1:]
+        if "[" in item or "]" in item:
+            raise InvalidURL(f"{self} has a stray bracket in the host {item!r}.")
+        if item.count(":") > 1:
+            raise InvalidURL(
+                f"{self} has the host {item!r}: write an IPv6 address in brackets, "
+                "as in redis://[::1]:6379."
+            )
+        host, _, port_text = item.partition(":")
+        return host, port_text
 
     @property
     def options(self) -> dict[str, str]:

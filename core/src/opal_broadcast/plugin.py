@@ -29,9 +29,11 @@ The guide is ``docs/plugin-authors.md``; the conformance kit is :mod:`opal_broad
 
 Besides backbones, pluggy carries wrappers around the core's own calls (connect, publish,
 subscribe) for tracers, metrics and audit logs: :func:`register_wrappers` (see the guide's
-"Wrapping the core's calls").
+"Wrapping the core's calls"). A backend written for encode/broadcaster ships as the plugin of a
+scheme with :func:`broadcaster_backend_info`.
 """
 
+from ._broadcaster_backend import broadcaster_backend_info
 from ._contract import CAPABILITIES, CONTRACT_VERSION, BackboneInfo, Connection, Link
 from ._errors import (
     AccessDenied,
@@ -85,6 +87,7 @@ __all__ = [
     "PluginLoadError",
     "Redactor",
     "UnsupportedAsyncLibrary",
+    "broadcaster_backend_info",
     "hookimpl",
     "lazy_import",
     "register_wrappers",

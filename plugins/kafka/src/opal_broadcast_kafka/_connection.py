@@ -59,6 +59,11 @@ class KafkaConnection:
         return connection
 
     @classmethod
+    def check_url(cls, url: BackboneURL, options: Mapping[str, Any]) -> None:
+        """Refuse a bad URL or option where the ``Broadcast`` is made (no I/O)."""
+        KafkaConfig.parse(url, options)
+
+    @classmethod
     def check_channel(cls, url: BackboneURL, options: Mapping[str, Any], channel: str) -> None:
         """The channel's topic name must be a valid Kafka topic name."""
         names_for(topic_prefix(url, options)).topic(channel)

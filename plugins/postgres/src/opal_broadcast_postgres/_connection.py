@@ -78,6 +78,11 @@ class PostgresConnection:
         return connection
 
     @classmethod
+    def check_url(cls, url: BackboneURL, options: Mapping[str, Any]) -> None:
+        """Refuse a bad URL or option where the ``Broadcast`` is made (no I/O)."""
+        PostgresConfig.parse(url, options)
+
+    @classmethod
     def check_channel(cls, url: BackboneURL, options: Mapping[str, Any], channel: str) -> None:
         """A name PostgreSQL takes as an identifier (see ``_codec.check_channel``)."""
         check_channel(channel)

@@ -78,6 +78,11 @@ class RedisConnection:
         return connection
 
     @classmethod
+    def check_url(cls, url: BackboneURL, options: Mapping[str, Any]) -> None:
+        """Refuse a bad URL or option where the ``Broadcast`` is made (no I/O)."""
+        RedisConfig.parse(url, options)
+
+    @classmethod
     def check_channel(cls, url: BackboneURL, options: Mapping[str, Any], channel: str) -> None:
         """Any text Redis can carry: names are encoded as UTF-8 (see :func:`_channel_bytes`)."""
         _channel_bytes(channel)
