@@ -11,7 +11,13 @@ reporting and reconnection apply to it as to any plugin:
 - ``next_published()`` raising is a loss: every subscriber has a gap, the core calls
   ``disconnect()`` and then ``connect()`` again with backoff, and subscribes every channel again
   (a backend that cannot connect twice fails loudly there, never silently);
-- every ``Broadcast`` given the same object shares one connection, as for a URL.
+- broadcaster's own backends never raise there: a broken connection leaves them deaf. So the probe
+  sends a token through the backend on a channel of its own
+  (``opal_broadcast_probe_<hex>``) and waits for it to come back through ``next_published()``: a
+  backend that went deaf fails the probe within ``probe_timeout`` and is reconnected;
+- every ``Broadcast`` given the same object shares one connection, as for a URL;
+- calls into the backend are made one at a time (broadcaster's Postgres backend runs every
+  command on one asyncpg connection, which refuses a second operation while one is in progress).
 
 Nothing needs subclassing: :class:`BroadcastBackend` is only there for code that subclasses
 broadcaster's base class by name. To ship a backend class as the plugin of a scheme, return
@@ -23,6 +29,9 @@ section "Shipping an encode/broadcaster backend").
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -108,6 +117,12 @@ class BackendConnection:
         self.link = link
         self.backend = backend
         self.reader: asyncio.Task[None] | None = None
+        #: The probe's own channel, and the probes waiting for their token to come back.
+        self.probe_channel = f"opal_broadcast_probe_{uuid.uuid4().hex}"
+        self.probes: dict[str, asyncio.Future[None]] = {}
+        self.tokens = itertools.count()
+        #: Held across each call into the backend (see the module docstring).
+        self.calls = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -118,6 +133,11 @@ class BackendConnection:
         await backend.connect()
         connection = cls(link, backend)
         connection.reader = asyncio.get_running_loop().create_task(connection.read())
+        try:
+            await connection.subscribe([connection.probe_channel])
+        except BaseException:
+            await connection.close()
+            raise
         return connection
 
     @classmethod
@@ -143,30 +163,50 @@ class BackendConnection:
         """Hand every published event to the core until ``next_published()`` fails."""
         deliver = self.link.deliver
         next_published = self.backend.next_published
+        probe_channel = self.probe_channel
         try:
             while True:
                 event = await next_published()
+                if event.channel == probe_channel:
+                    waiter = self.probes.get(event.message)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+                    continue
                 deliver(event.channel, event.message)
         except Exception as exc:  # the backend's way of saying its connection broke
             self.link.lost(f"the backend's next_published() raised {type(exc).__name__}: {exc}")
 
     async def publish(self, channel: str, message: str | bytes) -> None:
-        await self.backend.publish(channel, message)
+        async with self.calls:
+            await self.backend.publish(channel, message)
 
     async def subscribe(self, channels: Sequence[str]) -> None:
         for channel in channels:
-            await self.backend.subscribe(channel)
+            async with self.calls:
+                await self.backend.subscribe(channel)
 
     async def unsubscribe(self, channels: Sequence[str]) -> None:
         for channel in channels:
-            await self.backend.unsubscribe(channel)
+            async with self.calls:
+                await self.backend.unsubscribe(channel)
 
     async def probe(self) -> None:
-        if self.reader is not None and self.reader.done():
+        """A token sent through the backend must come back through ``next_published()``."""
+        if self.reader is None or self.reader.done():
             raise BackboneUnavailable("the backend's next_published() loop has ended")
+        token = f"probe-{next(self.tokens)}"
+        waiter = self.probes[token] = asyncio.get_running_loop().create_future()
+        try:
+            await self.publish(self.probe_channel, token)
+            await waiter  # the core's probe_timeout bounds this: a deaf backend never answers
+        finally:
+            del self.probes[token]
 
     async def close(self) -> None:
         if self.reader is not None:
             self.reader.cancel()
             await asyncio.wait([self.reader])  # never raises: the reader ends on its own cancel
+        # The connection may be broken (then disconnect() is what matters), so briefly.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.unsubscribe([self.probe_channel]), 0.5)
         await self.backend.disconnect()
