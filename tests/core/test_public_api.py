@@ -12,6 +12,7 @@ PUBLIC_MODULES = [
     "opal_broadcast",
     "opal_broadcast.hookspecs",
     "opal_broadcast.plugin",
+    "opal_broadcast.telemetry",
     "opal_broadcast.testing",
 ]
 

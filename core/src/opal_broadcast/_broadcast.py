@@ -291,6 +291,7 @@ class Subscription(Generic[_T]):
             loop=hub.loop,
             continues=self._broadcast._gap_policy == "continue",
         )
+        subscriber.telemetry = hub.telemetry
         if wrappers.subscribe:
             await wrappers.hook.opal_broadcast_around_subscribe(
                 url=hub.url,

@@ -45,6 +45,7 @@ from ._rejects import RejectLog
 from ._subscriptions import Subscriptions
 from ._supervisor import Supervisor
 from ._system_task import current_async_library
+from ._telemetry import Telemetry, telemetry_for
 from ._translate import Redactor
 from ._tuning import Timings
 from ._url import BackboneURL
@@ -84,6 +85,8 @@ class Hub:
         self.redact = Redactor(url)
         self.gaps = GapLog()
         self.rejects = RejectLog()
+        #: OpenTelemetry instruments for this connection, or None (off: see :mod:`._telemetry`).
+        self.telemetry: Telemetry | None = None
         self.channels = ChannelTable()
         #: The asyncio event loop this hub lives on (None on trio): known once, because finding
         #: the running loop costs CPython 3.11 a ``getpid()`` system call each time.
@@ -138,6 +141,7 @@ class Hub:
     async def _open(self) -> None:
         self.backbone.require_async_library(current_async_library(), self.url.scheme)
         wrappers.autoload()
+        self.telemetry = telemetry_for(self)
         self.enter("connecting")
         try:
             await self.connect_once()
@@ -151,6 +155,8 @@ class Hub:
 
     async def _close(self) -> None:
         self.enter("closed")
+        if self.telemetry is not None:
+            self.telemetry.closed()
         await self.supervisor.stop()
         await self.drop_connection()
         self.channels.close_all()
@@ -270,6 +276,9 @@ class Hub:
         self.enter("reconnecting")
         self.last_error = text
         logger.warning("lost the connection to %s: %s; reconnecting", self.url, text)
+        if self.telemetry is not None:
+            self.telemetry.gap("connection_lost")
+            self.telemetry.reconnect_started()
         self._gap_everywhere(Gap(None, f"connection to {self.url} lost: {text}"))
 
     def failed(self, exc: BaseException) -> None:
@@ -285,6 +294,9 @@ class Hub:
             self.url,
             self.last_error,
         )
+        if self.telemetry is not None:
+            self.telemetry.gap("supervision_failed")
+            self.telemetry.closed()
         self._gap_everywhere(Gap(None, f"supervision of {self.url} failed: {self.last_error}"))
         self.channels.close_all()
 
@@ -292,10 +304,13 @@ class Hub:
         """Every channel is live again on the new connection."""
         self.reconnects += 1
         self.enter("connected")
+        seconds = time.monotonic() - started
+        if self.telemetry is not None:
+            self.telemetry.reconnected(seconds, attempts)
         logger.warning(
             "reconnected to %s after %.2f s (%d attempt(s)); %d channel(s) restored",
             self.url,
-            time.monotonic() - started,
+            seconds,
             attempts,
             self.channels.live_count(),
         )
@@ -312,6 +327,8 @@ class Hub:
         if self.channels.get(channel) is None:
             return
         logger.warning("gap on %r at %s: %s", channel, self.url, gap.reason)
+        if self.telemetry is not None:
+            self.telemetry.gap("channel")
         self.channels.gap(channel, gap)
         self.gaps.report(gap)
 

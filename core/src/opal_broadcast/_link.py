@@ -24,7 +24,10 @@ class Link:
 
     def deliver(self, channel: str, message: str | bytes) -> bool:
         if self.active:
-            self.hub.channels.deliver(channel, message)
+            hub = self.hub
+            hub.channels.deliver(channel, message)
+            if hub.telemetry is not None:
+                hub.telemetry.consumed(channel)
             return True
         return False
 

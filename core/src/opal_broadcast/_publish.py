@@ -49,14 +49,8 @@ async def publish(self: Broadcast, channel: str, message: str | bytes) -> None:
         )
     timeout = self._publish_timeout
     publisher = hub.publisher
-    if wrappers.publish:
-        await wrappers.hook.opal_broadcast_around_publish(
-            url=hub.url,
-            channel=channel,
-            message=message,
-            attempt=lambda: publisher.publish(channel, message, timeout),
-        )
-        return None
+    if wrappers.publish or hub.telemetry is not None:
+        return await _observed(hub, channel, message, timeout)
     deadlines = publisher.fast
     task = asyncio.current_task(deadlines.loop) if deadlines is not None else None
     if deadlines is None or task is None or task in deadlines.inflight:
@@ -77,6 +71,27 @@ async def publish(self: Broadcast, channel: str, message: str | bytes) -> None:
         del deadlines.inflight[task]
         if deadlines.expired:
             deadlines.expired.discard(task)
+
+
+async def _observed(hub: Hub, channel: str, message: str | bytes, timeout: float) -> None:
+    """A publish with hook wrappers around it, or measured by telemetry, or both."""
+    publisher = hub.publisher
+
+    def attempt() -> Awaitable[None]:
+        if not wrappers.publish:
+            return publisher.publish(channel, message, timeout)
+        return wrappers.hook.opal_broadcast_around_publish(  # type: ignore[no-any-return]
+            url=hub.url,
+            channel=channel,
+            message=message,
+            attempt=lambda: publisher.publish(channel, message, timeout),
+        )
+
+    telemetry = hub.telemetry
+    if telemetry is None:
+        await attempt()
+    else:
+        await telemetry.publish(channel, attempt)
 
 
 def check_channel_name(channel: object) -> None:

@@ -24,12 +24,15 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 import anyio
 
 from ._errors import NotConnectedError, SubscriberOverflow, SubscriptionGap
 from ._events import Event, Gap
+
+if TYPE_CHECKING:
+    from ._telemetry import Telemetry
 
 __all__ = ["QueueBound", "Subscriber"]
 
@@ -73,6 +76,7 @@ class Subscriber(Generic[_T]):
         "continues",
         "gap",
         "keep_going",
+        "telemetry",
     )
 
     def __init__(
@@ -101,6 +105,8 @@ class Subscriber(Generic[_T]):
         self._loop = loop
         self._waiter: asyncio.Future[None] | anyio.Event | None = None
         self._detach: Callable[[Subscriber[_T]], None] = detach
+        #: The hub's telemetry (counts dropped messages), or None.
+        self.telemetry: Telemetry | None = None
 
     # Called by the hub, synchronously, from the backbone's reader. Never blocks.
     def offer(self, event: Event, size: int) -> None:
@@ -114,10 +120,17 @@ class Subscriber(Generic[_T]):
         ):
             # Drop until the queue has been read empty, so the count stays exact.
             self._missed += 1
+            if self.telemetry is not None:
+                self.telemetry.dropped(self.channel)
             return
         items.append(event)
         self._queued_bytes += size
         self._wake()
+
+    @property
+    def queued(self) -> int:
+        """How many items wait in the queue."""
+        return len(self._items or ())
 
     def offer_gap(self, gap: Gap) -> None:
         """Queue a gap marker (always accepted: a gap must never be dropped)."""

@@ -72,18 +72,24 @@ class Supervisor:
             link, connection = hub.link, hub.connection
             if hub.state != "connected" or link is None:
                 continue  # restoring too: the contract promises no probe before it is done
+            started = time.perf_counter()
             try:
                 with anyio.fail_after(timings.probe_timeout):
                     await connection.probe()
             except BaseException as exc:
                 if not (isinstance(exc, Exception) or stray_cancellation(exc)):
                     raise
+                if hub.telemetry is not None:
+                    hub.telemetry.probed(time.perf_counter() - started, exc)
                 why = (
                     f"no answer within {timings.probe_timeout:g} s"
                     if isinstance(exc, TimeoutError)
                     else f"{type(exc).__name__}: {exc}"
                 )
                 hub.lost(link, f"liveness probe failed ({why})")
+                continue
+            if hub.telemetry is not None:
+                hub.telemetry.probed(time.perf_counter() - started, None)
 
     async def _reconnect(self) -> None:
         """Connect again, restore the subscriptions; retry with backoff until both succeed."""
@@ -102,6 +108,8 @@ class Supervisor:
                     raise
                 if hub.link is not None:
                     hub.lost(hub.link, exc)  # what went live meanwhile hears of it
+                if hub.telemetry is not None:
+                    hub.telemetry.reconnect_failed(exc)
                 hub.last_error = hub.redact.describe(exc)
                 delay = hub.timings.backoff(attempt)
                 attempt += 1
