@@ -23,6 +23,7 @@ Redis or PostgreSQL. Channel names become ``messaging.destination.name`` unless
 from __future__ import annotations
 
 import os
+import sys
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
@@ -122,6 +123,8 @@ def _settings() -> Settings | None:
     """Explicit settings, or the global SDK providers if the application set any."""
     if _explicit is not None:
         return _explicit
+    if "opentelemetry.metrics" not in sys.modules and "opentelemetry.trace" not in sys.modules:
+        return None  # the application never imported the API, so it configured no SDK
     try:
         from opentelemetry import metrics, trace
     except ImportError:
