@@ -29,6 +29,8 @@ examples:
   opal-broadcast backends
   opal-broadcast check "${ENV_VAR}"
   opal-broadcast listen redis://localhost:6379 EventNotifier
+  opal-broadcast watch redis://localhost:6379 EventNotifier
+  opal-broadcast watch "${ENV_VAR}" --json
   opal-broadcast publish redis://localhost:6379 EventNotifier '{{"hello": 1}}'
   opal-broadcast demo
   opal-broadcast demo redis://localhost:6379 --processes 4
@@ -49,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for the docs and tests)."""
     parser = argparse.ArgumentParser(
         prog="opal-broadcast",
-        description="Broadcast channel for OPAL server: check backbones, publish, listen, demo.",
+        description="Broadcast channel for OPAL server: check backbones, publish, listen, watch, "
+        "demo.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -88,6 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     _url_argument(listen)
     listen.add_argument("channel")
     listen.add_argument("--count", type=int, default=0, help="exit after N events (default: never)")
+
+    watch = commands.add_parser(
+        "watch",
+        help="live view: messages/s per channel, round-trip p50/p99, state, gaps (Ctrl-C exits)",
+        description="A live view of the backbone, refreshed once a second: messages per second "
+        "on each CHANNEL given, the round trip of its own probe (p50 and p99 over the last "
+        "minute), the connection state, reconnects, gaps and rejected payloads. The terminal "
+        "view needs rich (pip install 'opal-broadcast[watch]'); --json needs nothing.",
+    )
+    _url_argument(watch)
+    watch.add_argument("channels", nargs="*", metavar="CHANNEL", help="channels to count")
+    watch.add_argument("--json", action="store_true", help="print one JSON object a second")
+    watch.add_argument(
+        "--seconds", type=float, default=None, help="exit after this long (default: never)"
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -221,4 +239,11 @@ async def _listen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"check": _check, "publish": _publish, "listen": _listen}
+async def _watch(args: argparse.Namespace) -> int:
+    from ._watch import watch
+
+    await watch(args.url, args.channels, as_json=args.json, seconds=args.seconds)
+    return EXIT_OK
+
+
+_COMMANDS = {"check": _check, "publish": _publish, "listen": _listen, "watch": _watch}
