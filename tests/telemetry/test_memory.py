@@ -252,3 +252,25 @@ def test_a_globally_configured_sdk_is_used_without_any_call():
         [sys.executable, "-c", GLOBAL_SDK], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "3"
+
+
+async def test_a_backbone_measurement_shows_in_health_and_as_a_gauge(recorded):
+    """link.measure(name, value): health().measurements has the latest value, and the gauge
+    opal_broadcast.<name> reports it."""
+    from opal_broadcast._memory import MemoryConnection
+    from tests.core.test_registry import make_plugin
+
+    links = []
+
+    async def open(cls, url, options, link):
+        links.append(link)
+        return await MemoryConnection.open(url, options, link)
+
+    plugin = make_plugin("measured", open=classmethod(open))
+    async with Broadcast(f"measured://m-{uuid.uuid4().hex[:6]}", backend=plugin) as broadcast:
+        links[0].measure("measured.queue.usage", 0.125)
+        links[0].measure("measured.queue.usage", 0.25)
+        assert broadcast.health().measurements == {"measured.queue.usage": 0.25}
+        (point,) = recorded.points("opal_broadcast.measured.queue.usage")
+        assert point.value == 0.25
+        assert point.attributes["messaging.system"] == "measured"

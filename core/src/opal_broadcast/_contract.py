@@ -75,6 +75,16 @@ class Link(Protocol):
         theirs was lost. Never drop the connection, or report a gap, for one bad payload.
         """
 
+    def measure(self, name: str, value: float) -> None:
+        """Report the current value of one of the backbone's own gauges.
+
+        For what only the server knows and an operator alerts on, for example PostgreSQL's
+        notification queue usage (``postgresql.notification_queue.usage``, a fraction).
+        ``name`` is lower-case, dotted, and starts with the backbone's name. The latest value
+        shows in ``health().measurements`` and, with telemetry on, as the gauge
+        ``opal_broadcast.<name>``. Cheap: call it from the probe.
+        """
+
     def lost(self, reason: str | BaseException) -> None:
         """Report that the connection is gone or may have dropped messages.
 

@@ -54,6 +54,8 @@ class Health:
     ``gaps`` counts gaps since the connection opened. ``rejected`` counts payloads dropped because
     no opal-broadcast publisher wrote them (undecodable, malformed: another client of the backbone
     published them), ``rejected_by_channel`` per channel; they cost subscribers nothing.
+    ``measurements``: the backbone's own gauges as its plugin last reported them (PostgreSQL:
+    ``postgresql.notification_queue.usage``).
     """
 
     url: str
@@ -67,6 +69,7 @@ class Health:
     subscribers: int
     rejected: int = 0
     rejected_by_channel: Mapping[str, int] = field(default_factory=dict)
+    measurements: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

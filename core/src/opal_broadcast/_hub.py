@@ -85,6 +85,8 @@ class Hub:
         self.redact = Redactor(url)
         self.gaps = GapLog()
         self.rejects = RejectLog()
+        #: The backbone's own gauges, as the plugin last reported them (``Link.measure``).
+        self.measurements: dict[str, float] = {}
         #: OpenTelemetry instruments for this connection, or None (off: see :mod:`._telemetry`).
         self.telemetry: Telemetry | None = None
         self.channels = ChannelTable()
@@ -366,6 +368,7 @@ class Hub:
             subscribers=self.channels.subscriber_count(),
             rejected=self.rejects.count,
             rejected_by_channel=self.rejects.snapshot(),
+            measurements=dict(self.measurements),
         )
 
 

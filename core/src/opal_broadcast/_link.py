@@ -42,6 +42,12 @@ class Link:
         if self.active:
             self.hub.rejects.report(str(self.hub.url), channel, self.hub.redact(reason))
 
+    def measure(self, name: str, value: float) -> None:
+        if self.active:
+            self.hub.measurements[name] = value
+            if self.hub.telemetry is not None:
+                self.hub.telemetry.measured(name)
+
     def lost(self, reason: str | BaseException) -> None:
         if not self.active:
             return

@@ -165,6 +165,8 @@ class _Instruments:
 
         self.settings = settings
         self.hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
+        #: Backbone measurements that have their gauge.
+        self.measured: set[str] = set()
         self.tracer = None
         if settings.tracer_provider is not None:
             self.tracer = settings.tracer_provider.get_tracer(
@@ -229,6 +231,24 @@ class _Instruments:
                 unit="{message}",
                 description="Messages waiting in subscribers' queues: the deepest, and in total.",
             )
+
+    def gauge_for(self, name: str) -> None:
+        """Create the gauge ``opal_broadcast.<name>`` for a backbone measurement, once."""
+        if self.meter is None or name in self.measured:
+            return
+        self.measured.add(name)
+
+        def observe(options: Any) -> Iterator[Any]:
+            from opentelemetry.metrics import Observation
+
+            for hub in list(self.hubs):
+                value = hub.measurements.get(name)
+                if hub.telemetry is not None and hub.state != "closed" and value is not None:
+                    yield Observation(value, hub.telemetry.base)
+
+        self.meter.create_observable_gauge(
+            f"opal_broadcast.{name}", [observe], description=f"{name}, as the backbone reports it."
+        )
 
     def _observe_state(self, options: Any) -> Iterator[Any]:
         from opentelemetry.metrics import Observation
@@ -327,6 +347,11 @@ class Telemetry:
     def consumed(self, channel: str) -> None:
         if self.metered:
             self._instruments.consumed.add(1, self.attributes(channel, "receive"))
+
+    def measured(self, name: str) -> None:
+        """A backbone measurement was reported: make sure it has its gauge."""
+        if name not in self._instruments.measured:
+            self._instruments.gauge_for(name)
 
     def dropped(self, channel: str) -> None:
         if self.metered:
