@@ -65,7 +65,7 @@ def opal_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A venv with opal-server, our core, the three plugins, the swap, uvicorn and gunicorn."""
     packages = [
         OPAL_SERVER, "aiofiles", "uvicorn", "gunicorn",  # opal-server imports aiofiles undeclared
-        str(ROOT / "core"), str(ROOT / "integrations" / "opal-server"),
+        f"{ROOT / 'core'}[prometheus]", str(ROOT / "integrations" / "opal-server"),
         *(str(ROOT / "plugins" / name) for name in ("postgres", "redis", "kafka")),
     ]  # fmt: skip
     return fresh_venv(tmp_path_factory.mktemp("opal"), packages, clean_env())
@@ -467,3 +467,42 @@ def test_install_picks_the_gap_policy_from_opals_setting(opal_python, env, query
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1] == outcome, result.stdout + result.stderr
+
+
+def test_one_prometheus_scrape_sees_every_opal_worker(opal_python, redis_url, tmp_path):
+    """OPAL_BROADCAST_METRICS_PORT on an OPAL server: after clients on every worker received
+    the updates, one scrape of that port shows each worker's received messages under its own
+    worker label."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
+    env = {
+        "OPAL_BROADCAST_METRICS_PORT": str(metrics_port),
+        "OPAL_BROADCAST_METRICS_DIR": str(tmp_path / "metrics"),
+    }
+    app = "opal_broadcast_opal.asgi:app"
+    log = tmp_path / "opal.log"
+    with opal_server(opal_python, redis_url, log, app, env, "uvicorn", WORKERS) as port:
+        report = run_clients(opal_python, [port])
+        assert every_client_got_everything(report), summary(report)
+        deadline = time.monotonic() + 60
+        workers: set[str] = set()
+        text: str | OSError = ""
+        while len(workers) < WORKERS:
+            assert time.monotonic() < deadline, f"workers seen: {workers}; last scrape: {text}"
+            time.sleep(0.5)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as page:
+                    text = page.read().decode()
+            except OSError as exc:
+                text = exc
+                continue
+            workers = {
+                line.split('worker="')[1].split('"')[0]
+                for line in text.splitlines()
+                if line.startswith("messaging_client_consumed_messages_total{")
+            }
+    assert workers == {str(client["worker"]) for client in report["clients"]}

@@ -31,6 +31,7 @@ examples:
   opal-broadcast listen redis://localhost:6379 EventNotifier
   opal-broadcast watch redis://localhost:6379 EventNotifier
   opal-broadcast watch "${ENV_VAR}" --json
+  opal-broadcast serve-metrics --port 9464
   opal-broadcast publish redis://localhost:6379 EventNotifier '{{"hello": 1}}'
   opal-broadcast demo
   opal-broadcast demo redis://localhost:6379 --processes 4
@@ -107,6 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--seconds", type=float, default=None, help="exit after this long (default: never)"
     )
 
+    serve_metrics = commands.add_parser(
+        "serve-metrics",
+        help="serve the metrics every worker writes to a directory, for Prometheus",
+        description="Serve, on one port, the metrics that worker processes export to DIRECTORY "
+        "(each calls opal_broadcast.prometheus.serve_workers(None, directory=DIRECTORY)), each "
+        "series labelled with its worker. While a worker already serves the directory, wait and "
+        "take over when it exits. Needs pip install 'opal-broadcast[prometheus]'.",
+    )
+    serve_metrics.add_argument("--port", type=int, default=9464, help="default 9464")
+    serve_metrics.add_argument("--host", default="0.0.0.0", help="default 0.0.0.0")
+    serve_metrics.add_argument(
+        "--directory", default=None, help="default: $OPAL_BROADCAST_METRICS_DIR or a temp folder"
+    )
+
     demo = commands.add_parser(
         "demo",
         help="several workers exchanging messages, with a live count and latencies",
@@ -158,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             root = write_plugin(args.name, Path(args.directory))
             print(f"wrote {root}; next: docs/plugin-authors.md, then pytest in that folder")
             return EXIT_OK
+        if args.command == "serve-metrics":
+            return _serve_metrics(args)
         if args.command == "demo":
             from ._demo import run_demo
 
@@ -174,6 +191,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BroadcastError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_BACKBONE
+
+
+def _serve_metrics(args: argparse.Namespace) -> int:
+    from .prometheus import MetricsServer, default_directory
+
+    directory = Path(args.directory) if args.directory else default_directory(args.port)
+    directory.mkdir(parents=True, exist_ok=True)
+    server = MetricsServer(directory, args.host, args.port)
+    announced = False
+    while not server.try_to_serve(required=True):
+        if not announced:
+            print(f"a worker serves {directory} on port {args.port}; taking over when it exits")
+            announced = True
+        time.sleep(1)
+    print(f"serving {directory} on http://{args.host}:{args.port}/metrics (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.close()
 
 
 def _backends() -> int:

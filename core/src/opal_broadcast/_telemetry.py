@@ -84,9 +84,10 @@ def instrument(
             "OpenTelemetry is not installed: pip install 'opal-broadcast[otel]' (and the SDK "
             "and exporters your application uses, e.g. opentelemetry-sdk)."
         ) from None
+    global_meter, global_tracer = metrics.get_meter_provider(), trace.get_tracer_provider()
     _explicit = Settings(
-        meter_provider or metrics.get_meter_provider(),
-        tracer_provider or trace.get_tracer_provider(),
+        meter_provider or (global_meter if _is_sdk(global_meter) else None),
+        tracer_provider or (global_tracer if _is_sdk(global_tracer) else None),
         _channel_names(channel_names),
     )
     _Instruments.reset()
@@ -131,17 +132,23 @@ def _settings() -> Settings | None:
         return None
     meter_provider = metrics.get_meter_provider()
     tracer_provider = trace.get_tracer_provider()
-    real_meter = type(meter_provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
-    real_tracer = type(tracer_provider).__name__ not in (
-        "ProxyTracerProvider",
-        "NoOpTracerProvider",
-    )
+    real_meter, real_tracer = _is_sdk(meter_provider), _is_sdk(tracer_provider)
     if not (real_meter or real_tracer):
         return None  # API only: nothing would be recorded, so nothing is done
     return Settings(
         meter_provider if real_meter else None,
         tracer_provider if real_tracer else None,
         _channel_names(None),
+    )
+
+
+def _is_sdk(provider: object) -> bool:
+    """Whether a global provider is a real one (the API's defaults record nothing)."""
+    return type(provider).__name__ not in (
+        "_ProxyMeterProvider",
+        "NoOpMeterProvider",
+        "ProxyTracerProvider",
+        "NoOpTracerProvider",
     )
 
 

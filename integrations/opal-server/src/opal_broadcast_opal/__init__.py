@@ -8,7 +8,9 @@ which builds ``broadcaster.Broadcast`` objects and offers OPAL no option to chan
     pip install opal-server opal-broadcast-opal opal-broadcast-postgres
     OPAL_BROADCAST_URI=postgres://... uvicorn opal_broadcast_opal.asgi:app --workers 4
 
-``OPAL_BROADCAST_URI`` keeps its meaning and its values.
+``OPAL_BROADCAST_URI`` keeps its meaning and its values. ``OPAL_BROADCAST_METRICS_PORT=9464``
+serves every worker's metrics on that port for Prometheus (see :mod:`opal_broadcast.prometheus`;
+needs ``pip install 'opal-broadcast[prometheus]'``).
 
 The gap policy follows the reader OPAL runs. OPAL's reconnecting broadcaster
 (``OPAL_BROADCAST_RECONNECT_ENABLED``, on by default in opal-server 0.9.9) subscribes again after
@@ -20,6 +22,7 @@ good, so it gets ``continue``. A ``gap_policy`` in the URL wins over both.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import opal_broadcast
@@ -35,10 +38,26 @@ def install() -> None:
     """
     import fastapi_websocket_pubsub.event_broadcaster as event_broadcaster
 
+    _serve_metrics_if_asked()
+
     if _opal_subscribes_again():
         event_broadcaster.Broadcast = opal_broadcast.Broadcast  # type: ignore[misc]
     else:
         event_broadcaster.Broadcast = _ContinuingBroadcast  # type: ignore[misc]
+
+
+def _serve_metrics_if_asked() -> None:
+    """``OPAL_BROADCAST_METRICS_PORT``: every worker exports, one serves them all."""
+    from opal_broadcast import prometheus
+
+    text = os.environ.get(prometheus.PORT_ENV, "").strip()
+    if not text:
+        return
+    if not (text.isascii() and text.isdigit() and 0 < int(text) < 65536):
+        raise opal_broadcast.ConfigurationError(
+            f"{prometheus.PORT_ENV}={text!r} must be a port number (1-65535), e.g. 9464."
+        )
+    prometheus.serve_workers(int(text))
 
 
 class _ContinuingBroadcast(opal_broadcast.Broadcast):
