@@ -226,3 +226,60 @@ def test_files_of_workers_that_died_are_removed(tmp_path: Path):
     (tmp_path / f"{dead}.json").write_text("[]")
     assert live_snapshots(tmp_path) == []
     assert not (tmp_path / f"{dead}.json").exists()
+
+
+@pytest.mark.anyio
+async def test_the_grafana_dashboard_queries_only_what_is_exported(recorded):
+    """Every metric and label the dashboard in docs/ queries appears in the Prometheus page of a
+    run that publishes, fails a publish, loses the connection, drops messages and measures."""
+    import json
+
+    import anyio
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    from opal_broadcast import BackboneUnavailable, Broadcast, _memory
+    from opal_broadcast._memory import MemoryConnection
+    from opal_broadcast._prometheus_files import _families
+    from tests.core.test_registry import make_plugin
+
+    links = []
+
+    async def open(cls, url, options, link):
+        links.append(link)
+        return await MemoryConnection.open(url, options, link)
+
+    plugin = make_plugin("postgresql", open=classmethod(open))
+    url = f"postgresql://dash-{uuid.uuid4().hex[:6]}/db"
+    options = {"probe_interval": 0.05, "reconnect_max_delay": 0.05, "publish_timeout": 0.2}
+    async with Broadcast(url, backend=plugin, **options) as broadcast:
+        async with broadcast.subscribe("c", max_queue=1, keep_going=True):
+            for _ in range(3):
+                await broadcast.publish("c", "x")
+            links[-1].measure("postgresql.notification_queue.usage", 0.01)
+            await anyio.sleep(0.2)  # probes
+            _memory.simulate_loss(url, stay_down=True)
+            with pytest.raises(BackboneUnavailable):
+                await broadcast.publish("c", "lost")
+            _memory.restore(url)
+            with anyio.fail_after(5):
+                while broadcast.health().state != "connected":
+                    await anyio.sleep(0.01)
+            links[-1].measure("postgresql.notification_queue.usage", 0.02)
+        families = list(
+            _families(recorded.reader.get_metrics_data(), AggregationTemporality.CUMULATIVE)
+        )
+    page = render([(7, families)])
+    dashboard = json.loads(
+        (Path(__file__).parents[2] / "docs" / "grafana-dashboard.json").read_text()
+    )
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    expressions += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    text = " ".join(expressions)
+    queried = set(re.findall(r"\b((?:opal_broadcast|messaging_client)_[a-z_]+)[{,]", text))
+    exported = {line.split("{")[0] for line in page.splitlines() if not line.startswith("#")}
+    labels = set(re.findall(r"\b([a-z_]+)=", page))
+    assert len(queried) >= 9
+    assert queried - exported == set()
+    for group in re.findall(r"by \(([a-z_, ]+)\)", text):
+        for label in group.split(","):
+            assert label.strip() in labels | {"le"}, label
