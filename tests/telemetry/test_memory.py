@@ -274,3 +274,50 @@ async def test_a_backbone_measurement_shows_in_health_and_as_a_gauge(recorded):
         (point,) = recorded.points("opal_broadcast.measured.queue.usage")
         assert point.value == 0.25
         assert point.attributes["messaging.system"] == "measured"
+
+
+async def test_a_subscribers_processing_time_is_measured(recorded, url):
+    """messaging.process.duration: from handing a message out to the next get(); a subscriber
+    that spends 50 ms on each of 3 messages records 3 durations of at least 50 ms. No consumer
+    span by default."""
+    async with Broadcast(url) as broadcast, broadcast.subscribe("work") as subscriber:
+        for number in range(3):
+            await broadcast.publish("work", str(number))
+        for _ in range(3):
+            await subscriber.get()
+            await anyio.sleep(0.05)
+        await broadcast.publish("work", "last")
+        await subscriber.get()  # ends the third message's processing
+    (point,) = recorded.points(
+        "messaging.process.duration", **{"messaging.destination.name": "work"}
+    )
+    assert point.count == 3
+    assert point.min >= 0.05
+    assert not [s for s in recorded.spans.get_finished_spans() if s.name.startswith("process")]
+
+
+async def test_consumer_spans_are_an_option(url):
+    """instrument(consumer_spans=True): one CONSUMER span per message handed to a subscriber."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.instrument(tracer_provider=provider, consumer_spans=True)
+    try:
+        async with Broadcast(url) as broadcast, broadcast.subscribe("work") as subscriber:
+            for number in range(3):
+                await broadcast.publish("work", str(number))
+            for _ in range(3):
+                await subscriber.get()
+            await broadcast.publish("work", "next")
+            await subscriber.get()
+    finally:
+        telemetry.uninstrument()
+        provider.shutdown()
+    spans = [s for s in exporter.get_finished_spans() if s.name == "process work"]
+    assert len(spans) == 3
+    assert {s.kind.name for s in spans} == {"CONSUMER"}
+    assert spans[0].attributes["messaging.operation.type"] == "process"

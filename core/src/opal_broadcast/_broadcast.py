@@ -14,7 +14,7 @@ from ._gaps import GapCallback
 from ._hub import Hub, open_hub
 from ._publish import check_channel_name
 from ._registry import Backbone, default_registry
-from ._subscriber import QueueBound, Subscriber
+from ._subscriber import MeasuredSubscriber, QueueBound, Subscriber
 from ._system_task import current_loop
 from ._tuning import GapPolicy, Timings, tuning
 from ._url import BackboneURL
@@ -283,7 +283,8 @@ class Subscription(Generic[_T]):
     async def __aenter__(self) -> Subscriber[_T]:
         hub = self._broadcast._require_hub()
         hub.check_channel(self._channel)
-        subscriber: Subscriber[_T] = Subscriber(
+        kind = Subscriber if hub.telemetry is None else MeasuredSubscriber
+        subscriber: Subscriber[_T] = kind(
             self._channel,
             bound=self._bound,
             keep_going=self._keep_going,

@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import anyio
 
@@ -34,7 +35,7 @@ from ._events import Event, Gap
 if TYPE_CHECKING:
     from ._telemetry import Telemetry
 
-__all__ = ["QueueBound", "Subscriber"]
+__all__ = ["MeasuredSubscriber", "QueueBound", "Subscriber"]
 
 logger = logging.getLogger("opal_broadcast")
 
@@ -233,6 +234,29 @@ class Subscriber(Generic[_T]):
 
     def __repr__(self) -> str:
         return f"<Subscriber channel={self.channel!r} queued={len(self._items or ())}>"
+
+
+class MeasuredSubscriber(Subscriber[_T]):
+    """A subscriber whose hub has telemetry: the time between handing out a message and the next
+    ``get()`` is the subscriber's processing time (``messaging.process.duration``)."""
+
+    __slots__ = ("_handed_at", "_span")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._handed_at: float | None = None
+        self._span: Any = None
+
+    async def get(self) -> _T:
+        telemetry = self.telemetry
+        if self._handed_at is not None and telemetry is not None:
+            telemetry.processed(self.channel, time.perf_counter() - self._handed_at, self._span)
+            self._handed_at = self._span = None
+        item = await super().get()
+        if telemetry is not None and not isinstance(item, Gap):
+            self._span = telemetry.processing(self.channel)
+            self._handed_at = time.perf_counter()
+        return item  # type: ignore[return-value]  # mypy binds super()'s _T to one constraint
 
 
 def _error_for(gap: Gap) -> SubscriptionGap:

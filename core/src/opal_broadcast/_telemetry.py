@@ -64,6 +64,8 @@ class Settings:
     meter_provider: Any = None
     tracer_provider: Any = None
     channel_names: ChannelNames = "attribute"
+    #: A CONSUMER span per message and subscriber, for the time the subscriber spends on it.
+    consumer_spans: bool = False
 
 
 _explicit: Settings | None = None
@@ -74,8 +76,13 @@ def instrument(
     meter_provider: Any = None,
     tracer_provider: Any = None,
     channel_names: str | None = None,
+    consumer_spans: bool = False,
 ) -> None:
-    """Turn telemetry on for connections opened from now on (see :mod:`opal_broadcast.telemetry`)."""
+    """Turn telemetry on for connections opened from now on (see :mod:`opal_broadcast.telemetry`).
+
+    ``channel_names``: ``"attribute"`` (default) or ``"omit"``. ``consumer_spans``: a CONSUMER
+    span per received message and subscriber (off by default: one per message and subscriber).
+    """
     global _explicit
     try:
         from opentelemetry import metrics, trace
@@ -89,6 +96,7 @@ def instrument(
         meter_provider or (global_meter if _is_sdk(global_meter) else None),
         tracer_provider or (global_tracer if _is_sdk(global_tracer) else None),
         _channel_names(channel_names),
+        consumer_spans,
     )
     _Instruments.reset()
 
@@ -219,6 +227,12 @@ class _Instruments:
                 "opal_broadcast.subscriber.dropped",
                 unit="{message}",
                 description="Messages dropped because a subscriber's queue was full.",
+            )
+            self.process_duration = meter.create_histogram(
+                "messaging.process.duration",
+                unit="s",
+                description="Duration of processing operation.",
+                explicit_bucket_boundaries_advisory=list(_DURATION_BUCKETS),
             )
             self.probe_duration = meter.create_histogram(
                 "opal_broadcast.probe.duration",
@@ -359,6 +373,25 @@ class Telemetry:
         """A backbone measurement was reported: make sure it has its gauge."""
         if name not in self._instruments.measured:
             self._instruments.gauge_for(name)
+
+    def processing(self, channel: str) -> Any:
+        """A subscriber was handed a message of ``channel``: its CONSUMER span, if any."""
+        tracer = self._instruments.tracer
+        if tracer is None or not self._instruments.settings.consumer_spans:
+            return None
+        from opentelemetry.trace import SpanKind
+
+        name = f"process {channel}" if self.channels else "process"
+        return tracer.start_span(
+            name, kind=SpanKind.CONSUMER, attributes=self.attributes(channel, "process")
+        )
+
+    def processed(self, channel: str, seconds: float, span: Any) -> None:
+        """The subscriber asked for its next message: the previous one took ``seconds``."""
+        if self.metered:
+            self._instruments.process_duration.record(seconds, self.attributes(channel, "process"))
+        if span is not None:
+            span.end()
 
     def dropped(self, channel: str) -> None:
         if self.metered:
