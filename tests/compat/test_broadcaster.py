@@ -388,3 +388,18 @@ async def test_a_broadcaster_backend_class_ships_as_the_plugin_of_a_scheme():
     finally:
         default_registry().unregister(backbone)
     assert sorted(made) == ["custom-compat://:pw@one", "custom-compat://two"]
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql+psycopg2://u@h/db", "write postgresql:// instead"),
+        ("redis+hiredis://h", "write redis:// instead"),
+        ("pulsar://localhost:6650", "no plugin of its own for Apache Pulsar"),
+    ],
+)
+def test_opal_url_forms_that_are_not_served_say_what_to_write(url, says):
+    """A SQLAlchemy driver suffix names the plain scheme to write; pulsar:// (OPAL documents it)
+    says that it needs a third-party plugin; both are UnknownScheme, a ValueError."""
+    with pytest.raises(UnknownScheme, match=re.escape(says)):
+        Broadcast(url)

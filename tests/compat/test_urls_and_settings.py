@@ -42,9 +42,10 @@ async def test_rediss_url(rediss_url, channel):
     assert await round_trip(rediss_url, channel) == "hello"
 
 
-@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+asyncpg"])
 async def test_postgres_and_postgresql_urls(postgres_url, channel, scheme):
-    """broadcaster: both ``postgres://`` and ``postgresql://`` name the Postgres backend."""
+    """broadcaster: both ``postgres://`` and ``postgresql://`` name the Postgres backend; the
+    SQLAlchemy form OPAL users paste, ``postgresql+asyncpg://``, is the same driver."""
     url = f"{scheme}://{postgres_url.partition('://')[2]}"
     assert await round_trip(url, channel) == "hello"
 

@@ -56,8 +56,14 @@ FIRST_PARTY = {
     "unix": "opal-broadcast-redis",
     "postgres": "opal-broadcast-postgres",
     "postgresql": "opal-broadcast-postgres",
+    "postgres+asyncpg": "opal-broadcast-postgres",
+    "postgresql+asyncpg": "opal-broadcast-postgres",
     "kafka": "opal-broadcast-kafka",
 }
+
+
+#: Schemes OPAL's or broadcaster's docs name that no first-party plugin serves.
+NO_FIRST_PARTY_PLUGIN = {"pulsar": "Apache Pulsar", "redis-stream": "Redis Streams (yet)"}
 
 
 @dataclass(frozen=True)
@@ -232,8 +238,20 @@ class Registry:
                 ) from failed.error
         installed = tuple(self.schemes())
         parts = [f"Unsupported backend: no broadcast backbone is installed for {scheme}://."]
+        base = scheme.partition("+")[0]
         if scheme in FIRST_PARTY:
             parts.append(f"Install it: pip install {FIRST_PARTY[scheme]}.")
+        elif base != scheme and (base in installed or base in FIRST_PARTY):
+            parts.append(
+                f"'+{scheme.partition('+')[2]}' names a SQLAlchemy driver; opal-broadcast picks "
+                f"its own: write {base}:// instead."
+            )
+        elif scheme in NO_FIRST_PARTY_PLUGIN:
+            parts.append(
+                f"opal-broadcast has no plugin of its own for {NO_FIRST_PARTY_PLUGIN[scheme]}: "
+                f"install a third-party plugin that serves {scheme}://, or write one "
+                "(docs/plugin-authors.md)."
+            )
         else:
             close = difflib.get_close_matches(scheme, {*installed, *FIRST_PARTY}, n=1)
             if close:

@@ -16,7 +16,8 @@ __all__ = ["opal_broadcast_backbone"]
 @hookimpl
 def opal_broadcast_backbone() -> BackboneInfo:
     return BackboneInfo(
-        schemes=("postgres", "postgresql"),
+        # The +asyncpg forms are what OPAL users paste from SQLAlchemy settings: the same driver.
+        schemes=("postgres", "postgresql", "postgres+asyncpg", "postgresql+asyncpg"),
         contract=CONTRACT_VERSION,
         connection=PostgresConnection,
         async_libraries=("asyncio",),
