@@ -151,13 +151,13 @@ async def concurrency(url: str, count: int, tasks: int) -> tuple[float, float, f
             count,
             one_publisher(raw_publish, channel, TEXT),
             many_publishers(raw_publish, channel, TEXT, tasks),
-            500,
+            block=500,
         )
         ours_one, ours_many = await interleaved(
             count,
             one_publisher(broadcast.publish, channel, TEXT),
             many_publishers(broadcast.publish, channel, TEXT, tasks),
-            500,
+            block=500,
         )
     await producer.stop()
     return raw_one, raw_many, ours_one, ours_many

@@ -168,13 +168,13 @@ async def concurrency(url: str, count: int, tasks: int) -> tuple[float, float, f
             count,
             one_publisher(client.publish, channel, PAYLOAD),
             many_publishers(client.publish, channel, PAYLOAD, tasks),
-            500,
+            block=500,
         )
         ours_one, ours_many = await interleaved(
             count,
             one_publisher(broadcast.publish, channel, PAYLOAD),
             many_publishers(broadcast.publish, channel, PAYLOAD, tasks),
-            500,
+            block=500,
         )
     await client.aclose()
     return raw_one, raw_many, ours_one, ours_many
