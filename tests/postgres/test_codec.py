@@ -8,13 +8,23 @@ import random
 import pytest
 
 from opal_broadcast import InvalidMessage, MessageTooLarge
-from opal_broadcast_postgres._codec import MARK, MAX_PAYLOAD_BYTES, Encoder, Reassembler
+from opal_broadcast_postgres._codec import MARK, MAX_PAYLOAD_BYTES, Encoder
+from opal_broadcast_postgres._reassembly import Reassembler
 
 CAP = 1024 * 1024
 
 
+def _refuse(channel: str, reason: str) -> None:
+    raise AssertionError(f"dropped on {channel!r}: {reason}")
+
+
+def _reassembler(cap: int = CAP) -> Reassembler:
+    """A reassembler that fails the test on any drop."""
+    return Reassembler(cap, _refuse, _refuse)
+
+
 def _decode(payloads: list[str], pid: int = 1, channel: str = "c") -> str | bytes | None:
-    reassembler = Reassembler(CAP)
+    reassembler = _reassembler()
     results = []
     for payload in payloads:
         if payload.startswith(MARK):
@@ -84,28 +94,21 @@ def test_cap_is_in_bytes_and_checked_before_encoding_work():
         encoder.encode(123)  # type: ignore[arg-type]
 
 
-def test_fragments_of_two_senders_interleaved_are_kept_apart():
-    """Keyed by (channel, pid, id): two backends' fragments interleaved still reassemble."""
-    first, second = Encoder(CAP), Encoder(CAP)
-    a, b = first.encode("A" * 20_000), second.encode(b"B" * 20_000)
-    reassembler = Reassembler(CAP)
-    done = []
-    for pa, pb in zip(a, b, strict=True):
-        for pid, payload in ((1, pa), (2, pb)):
-            result = reassembler.feed("c", pid, payload)
-            if result is not None:
-                done.append(result)
-    assert done == ["A" * 20_000, b"B" * 20_000]
-
-
 def test_out_of_order_or_oversized_fragments_are_dropped():
     """A gap in the sequence or a body beyond the receiver's cap yields nothing, and no leak."""
     payloads = Encoder(CAP).encode("x" * 30_000)
-    reassembler = Reassembler(CAP)
+    dropped: list[str] = []
+    reassembler = Reassembler(CAP, lambda c, r: dropped.append(r), _refuse)
     assert reassembler.feed("c", 1, payloads[0]) is None
     assert reassembler.feed("c", 1, payloads[2]) is None  # fragment 2 skipped
     assert reassembler.feed("c", 1, payloads[3]) is None
-    small = Reassembler(8000)
+    assert reassembler.partial is None
+    assert len(dropped) == 3  # the message, its fragment out of turn, and an orphan
+    gaps: list[str] = []
+    small = Reassembler(8000, _refuse, lambda c, r: gaps.append(r))
     big = Encoder(CAP).encode("y" * 200_000)
-    assert [small.feed("c", 1, payload) for payload in big] == [None] * len(big)
-    assert not small._partial
+    assert [small.feed("c", 1, payload) for payload in big[:2]] == [None, None]
+    assert small.partial is not None and not small.partial.data  # the rest is counted off
+    assert [small.feed("c", 1, payload) for payload in big[2:]] == [None] * (len(big) - 2)
+    assert small.partial is None
+    assert len(gaps) == 1 and "max_message_size (8000 bytes)" in gaps[0]

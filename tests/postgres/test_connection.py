@@ -33,6 +33,12 @@ class RecordingLink:
     def gap(self, channel: str, reason: str) -> None:
         raise AssertionError(f"unexpected gap on {channel!r}: {reason}")
 
+    def reject(self, channel: str, reason: str) -> None:
+        raise AssertionError(f"unexpected rejection on {channel!r}: {reason}")
+
+    def measure(self, name: str, value: float) -> None:
+        pass
+
     def keep_secret(self, secret: str) -> None:
         pass
 

@@ -207,38 +207,3 @@ async def test_foreign_payloads_are_delivered_as_sent(pg_url, postgres_url, chan
         with anyio.fail_after(10):
             assert (await subscriber.get()).message == '{"from": "psql"}'
             assert (await subscriber.get()).message == "\x1eZ not ours"
-
-
-async def test_fragments_interleaved_in_one_transaction_are_reassembled(
-    pg_url, postgres_url, channel
-):
-    """A foreign publisher interleaving two messages' fragments: both arrive whole (keyed by id)."""
-    async with Broadcast(pg_url) as broadcast, broadcast.subscribe(channel) as subscriber:
-        connection = await asyncpg.connect(postgres_url)
-        try:
-            async with connection.transaction():
-                for payload in [
-                    "\x1eTa:1/2:Hello, ",
-                    "\x1eBb:1/2:AAEC",
-                    "\x1eTa:2/2:world",
-                    "\x1eBb:2/2:/w==",
-                ]:
-                    await connection.execute("SELECT pg_notify($1, $2)", channel, payload)
-        finally:
-            await connection.close()
-        with anyio.fail_after(10):
-            assert (await subscriber.get()).message == "Hello, world"
-            assert (await subscriber.get()).message == b"\x00\x01\x02\xff"
-
-
-async def test_orphan_and_malformed_fragments_are_dropped(pg_url, postgres_url, channel):
-    """A fragment whose beginning never came, or a broken header, delivers nothing."""
-    async with Broadcast(pg_url) as broadcast, broadcast.subscribe(channel) as subscriber:
-        connection = await asyncpg.connect(postgres_url)
-        try:
-            for payload in ["\x1eT9:2/3:orphan", "\x1eTx:y/z:bad", "\x1eT5:0/0:zero", "plain"]:
-                await connection.execute("SELECT pg_notify($1, $2)", channel, payload)
-        finally:
-            await connection.close()
-        with anyio.fail_after(10):
-            assert (await subscriber.get()).message == "plain"

@@ -206,3 +206,14 @@ async def test_bad_names_and_oversized_messages_are_refused_at_once_during_an_ou
                     await broadcast.publish(channel, "y" * (2 * 1024 * 1024))
         finally:
             proxy.resume()
+
+
+async def test_the_probe_reports_the_servers_notification_queue_usage(pg_url):
+    """health().measurements has pg_notification_queue_usage() once a probe has run: a fraction
+    (0 on an idle test server), refreshed by every probe."""
+    async with Broadcast(pg_url, **FAST) as broadcast:
+        with anyio.fail_after(10):
+            while "postgresql.notification_queue.usage" not in broadcast.health().measurements:
+                await anyio.sleep(0.05)
+        usage = broadcast.health().measurements["postgresql.notification_queue.usage"]
+    assert 0.0 <= usage < 1.0

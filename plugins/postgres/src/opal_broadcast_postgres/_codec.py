@@ -28,21 +28,28 @@ fragments: RS, the kind letter in upper case, a header, and a chunk of the body:
 
     RS KIND <id> ":" <index> "/" <count> ":" <chunk>        e.g.  "\\x1eT1f3:1/3:...."
 
-``id`` is letters and digits (no colon), unique among the sender's messages in flight; ``index``
-runs from 1 to ``count`` (decimal); the chunk starts after the second colon. The body is the concatenation of the chunks; a chunk of a ``T``/``R``
-body is cut at a UTF-8 character boundary, a chunk of a ``U``/``B`` body anywhere. The fragments of
-a message are sent in order, in one transaction (Postgres then delivers them together, in order,
-or not at all); a receiver keys them by (channel, sending backend's pid, id), so the transactions
-of concurrent publishers cannot mix them up. A receiver drops a message whose fragments arrive
-incomplete or out of order.
+``id`` is 1 to 32 ASCII letters and digits, unique among the sender's messages in flight;
+``index`` runs from 1 to ``count``, both ASCII decimal without leading zeros (at most 9 digits);
+the chunk starts after the second colon and is never empty. The body is the concatenation of the
+chunks; a chunk of a ``T``/``R`` body is cut at a UTF-8 character boundary, a chunk of a
+``U``/``B`` body anywhere. Base64 is the standard alphabet with ``=`` padding, as Python's
+``binascii.b2a_base64`` writes it.
+
+The fragments of a message are sent in order, in one transaction. Postgres writes a
+transaction's notifications into its queue together (one writer at a time) and each listening
+session reads them in queue order, so they reach a receiver one after the other, from one backend
+pid, with no other notification between them. A receiver relies on exactly that
+(:mod:`._reassembly`): a message's fragments must arrive consecutively, on one channel, from one
+backend, with one id, numbered 1, 2, ... ``count``; anything else between them ends the message
+and it is dropped, as are duplicated and orphan fragments and malformed headers or bodies. A
+receiver drops a message whose body exceeds its own ``max_message_size``: give every process the
+same cap.
 """
 
 from __future__ import annotations
 
 import binascii
 import itertools
-import logging
-from collections import OrderedDict
 
 from opal_broadcast import InvalidChannel, InvalidMessage, MessageTooLarge
 
@@ -51,11 +58,8 @@ __all__ = [
     "MAX_CHANNEL_BYTES",
     "MAX_PAYLOAD_BYTES",
     "Encoder",
-    "Reassembler",
     "check_channel",
 ]
-
-logger = logging.getLogger("opal_broadcast.postgres")
 
 MARK = "\x1e"
 #: NOTIFY refuses payloads of 8000 bytes and more (BLCKSZ - NAMEDATALEN - 128 on a default build).
@@ -64,8 +68,6 @@ MAX_PAYLOAD_BYTES = 7999
 MAX_CHANNEL_BYTES = 63
 #: Body bytes per fragment: MAX_PAYLOAD_BYTES less room for the longest header (39 bytes).
 CHUNK_BYTES = MAX_PAYLOAD_BYTES - 39
-#: Most fragments of one message being reassembled per connection at once (oldest dropped first).
-MAX_PARTIAL = 64
 
 _SHORT = MAX_PAYLOAD_BYTES // 4  # text of at most this many characters fits, whatever they are
 
@@ -203,92 +205,3 @@ def _utf8_chunks(data: bytes) -> list[str]:
         chunks.append(data[start:end].decode())
         start = end
     return chunks
-
-
-class _Partial:
-    __slots__ = ("chunks", "count", "kind", "size")
-
-    def __init__(self, kind: str, count: int) -> None:
-        self.kind = kind
-        self.count = count
-        self.chunks: list[str] = []
-        self.size = 0
-
-
-class Reassembler:
-    """Turns received payloads back into messages; one per listening connection."""
-
-    __slots__ = ("_partial", "max_size")
-
-    def __init__(self, max_size: int) -> None:
-        #: Fragmented messages with bodies beyond this are dropped (a publisher with a larger cap).
-        self.max_size = max_size * 4 // 3 + 4 * CHUNK_BYTES
-        self._partial: OrderedDict[tuple[str, int, str], _Partial] = OrderedDict()
-
-    def feed(self, channel: str, pid: int, payload: str) -> str | bytes | None:
-        """The message ``payload`` (which begins with MARK) completes, or None."""
-        kind = payload[1:2]
-        if kind in ("t", "u", "r", "b"):
-            return _decode(kind, payload[2:])
-        if kind not in ("T", "U", "R", "B"):
-            return payload  # not ours: a foreign payload that happens to begin with RS
-        id_end = payload.find(":", 2)
-        header_end = payload.find(":", id_end + 1) if id_end > 2 else -1
-        index_text, _, count_text = payload[id_end + 1 : header_end].partition("/")
-        if header_end < 0 or not (index_text.isdigit() and count_text.isdigit()):
-            logger.warning("dropped a malformed fragment on channel %r", channel)
-            return None
-        ident, index, count = payload[2:id_end], int(index_text), int(count_text)
-        if not 1 <= index <= count:
-            logger.warning("dropped a malformed fragment on channel %r", channel)
-            return None
-        key = (channel, pid, ident)
-        chunk = payload[header_end + 1 :]
-        if index == 1:
-            partial = self._partial[key] = _Partial(kind, count)
-            if len(self._partial) > MAX_PARTIAL:
-                self._partial.popitem(last=False)
-        else:
-            found = self._partial.get(key)
-            if found is None or len(found.chunks) + 1 != index or found.count != count:
-                self._partial.pop(key, None)
-                logger.warning(
-                    "dropped fragment %d/%d of message %s from backend %d on channel %r: "
-                    "its earlier fragments were not received",
-                    index,
-                    count,
-                    ident,
-                    pid,
-                    channel,
-                )
-                return None
-            partial = found
-        partial.chunks.append(chunk)
-        partial.size += len(chunk)
-        if partial.size > self.max_size:
-            del self._partial[key]
-            logger.warning(
-                "dropped message %s from backend %d on channel %r: larger than this "
-                "subscriber's max_message_size; give every process the same cap",
-                ident,
-                pid,
-                channel,
-            )
-            return None
-        if index < count:
-            return None
-        del self._partial[key]
-        return _decode(kind.lower(), "".join(partial.chunks))
-
-
-def _decode(kind: str, body: str) -> str | bytes | None:
-    try:
-        if kind == "t":
-            return body
-        if kind == "r":
-            return body.encode()
-        data = binascii.a2b_base64(body)
-        return data.decode() if kind == "u" else data
-    except (binascii.Error, UnicodeDecodeError):
-        logger.warning("dropped a message with a malformed %r body", kind)
-        return None

@@ -2,33 +2,63 @@
 
 The listening session is a plain asyncpg connection, never a pooled one (asyncpg's pool runs
 ``UNLISTEN *`` on release, MagicStack/asyncpg#189). asyncpg fires its termination listener when
-the server kills, resets or restarts the session, and then forgets every LISTEN: that is reported
-to the core as a loss, and the core reconnects and subscribes every channel again. asyncpg never
-notices a frozen session, so the core's probe runs ``SELECT 1`` on this very session, the one
-whose freezing loses messages.
+the session closes under it (the server killed, reset or restarted it, or the connection broke),
+and then forgets every LISTEN: that is reported to the core as a loss, and the core reconnects and
+subscribes every channel again. asyncpg never notices a frozen session, so the core's probe runs
+``SELECT 1`` on this very session, the one whose freezing loses messages.
+
+What arrives on the session is untrusted (any client that can connect can NOTIFY): payloads go
+through ``_reassembly``, which drops and reports a bad one without touching other channels. The
+one payload it cannot defend against is one the session never survives, so the database's
+encoding is checked when the session opens; only those where every NOTIFY payload reaches the
+client as valid UTF-8 are accepted (:data:`SAFE_ENCODINGS`), anything else is a
+``ConfigurationError`` saying to use a UTF8 database. Why refuse rather than read raw bytes:
+
+* ``SQL_ASCII``: the server checks and converts nothing, so ``pg_notify('c', E'\\xff')`` reaches
+  the client as it is. asyncpg decodes every notification as UTF-8 inside its Cython protocol,
+  with no hook before the decoding (``_process_notification`` gets the decoded text), and closes
+  the connection when that fails: one payload would cost every channel a gap. Reading raw bytes
+  would mean parsing PostgreSQL's wire protocol again in Python, in front of asyncpg's.
+* Encodings with characters that have no UTF-8 equivalent (``WIN1252``'s byte 0x81,
+  ``LATIN3``, ``ISO_8859_7``, the ``EUC_*`` user-defined areas...): the server itself fails to
+  convert such a payload for the listening session and ends that session with a FATAL error,
+  whatever the client. No client-side code helps there.
+* The remedy costs one statement: LISTEN/NOTIFY needs no table, only a database to meet in, so
+  every process can point its URL at a UTF8 one
+  (``CREATE DATABASE opal_broadcast ENCODING 'UTF8' TEMPLATE template0``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
+from opal_broadcast import ConfigurationError
 from opal_broadcast.plugin import BackboneURL, Link
 
-from ._codec import MARK, Encoder, Reassembler, check_channel
+from ._codec import MARK, Encoder, check_channel
 from ._connect import close_quietly, import_asyncpg, open_connection, unavailable
 from ._fences.process_notification import listening_class
 from ._options import PostgresConfig
 from ._publisher import Publisher
+from ._reassembly import GRACE, Reassembler
 
-__all__ = ["PostgresConnection"]
+__all__ = ["SAFE_ENCODINGS", "PostgresConnection"]
 
 logger = logging.getLogger("opal_broadcast.postgres")
 
-#: Server encodings whose bytes are the client's UTF-8 bytes (no conversion, same lengths).
-_UNICODE_ENCODINGS = ("UTF8", "SQL_ASCII")
+#: Server encodings in which every NOTIFY payload reaches an asyncpg client as valid UTF-8: UTF8
+#: (checked on input) and the single-byte encodings whose every byte has a UTF-8 equivalent
+#: (tests/postgres/test_untrusted.py converts each byte on the test server to keep this true).
+SAFE_ENCODINGS = frozenset(
+    {
+        *("UTF8", "LATIN1", "LATIN2", "LATIN4", "LATIN5", "LATIN6", "LATIN7", "LATIN8"),
+        *("LATIN9", "LATIN10", "ISO_8859_5", "KOI8R", "KOI8U", "WIN866", "WIN1256"),
+    }
+)
 
 
 class PostgresConnection:
@@ -43,8 +73,9 @@ class PostgresConnection:
         # take turns (they would otherwise fail with "another operation is in progress").
         self._lock = asyncio.Lock()
         encoding = listener.get_settings().server_encoding
-        self._encoder = Encoder(config.max_message_size, unicode=encoding in _UNICODE_ENCODINGS)
-        self._reassembler = Reassembler(config.max_message_size)
+        _check_encoding(config, encoding)
+        self._encoder = Encoder(config.max_message_size, unicode=encoding == "UTF8")
+        self._reassembler = Reassembler(config.max_message_size, link.reject, link.gap)
         #: Publishes; the publish hook calls it directly.
         self.publisher = Publisher(config, self._encoder)
         asyncpg = import_asyncpg()
@@ -120,6 +151,7 @@ class PostgresConnection:
             self._listening.difference_update(batch)
             if self._channels is not None:
                 self._channels.difference_update(batch)
+            self._reassembler.forget(batch)
             if not batch:
                 return
             try:
@@ -145,14 +177,23 @@ class PostgresConnection:
             raise
 
     async def probe(self) -> None:
-        """``SELECT 1`` on the listening session; the core bounds it with ``probe_timeout``."""
+        """``pg_notification_queue_usage()`` on the listening session (reported to the core as
+        ``postgresql.notification_queue.usage``: at 1.0 every NOTIFY fails); the core bounds it
+        with ``probe_timeout``.
+
+        Its answer comes after every notification the server sent before it, so a partial message
+        older than the query (by ``GRACE``) will never complete: it is dropped here.
+        """
         self._suspect = True
+        sent = time.monotonic()  # no later than the query goes out
         async with self._lock:
             try:
-                await self._listener.execute("SELECT 1")
+                usage = await self._listener.fetchval("SELECT pg_notification_queue_usage()")
             except self._broken as exc:
                 raise unavailable(self.config, exc, "the liveness probe failed") from exc
         self._suspect = False
+        self._link.measure("postgresql.notification_queue.usage", float(usage))
+        self._reassembler.expire(sent - GRACE)
 
     async def close(self) -> None:
         """Close everything; politely unless the session was lost or froze. Never raises."""
@@ -172,19 +213,36 @@ class PostgresConnection:
         self._receive(pid, channel, payload)
 
     def _receive(self, pid: int, channel: str, payload: str) -> None:
-        if not payload.startswith(MARK):
+        reassembler = self._reassembler
+        if reassembler.partial is None and not payload.startswith(MARK):
             self._deliver(channel, payload)  # the common case: a plain text message
             return
-        message = self._reassembler.feed(channel, pid, payload)
+        message = reassembler.feed(channel, pid, payload)
         if message is not None:
             self._deliver(channel, message)
 
     def _on_termination(self, _connection: Any) -> None:
         self._lost = True
         self._link.lost(
-            "the server closed the listening session (terminated, restarted or reset); "
-            "its LISTENs are gone"
+            "the listening session closed (the server terminated, restarted or reset it, or "
+            "the connection broke); its LISTENs are gone"
         )
+
+
+def _check_encoding(config: PostgresConfig, encoding: str) -> None:
+    """Refuse a database whose encoding lets one NOTIFY end the listening session."""
+    if encoding in SAFE_ENCODINGS:
+        return
+    url = config.url
+    raise ConfigurationError(
+        url.redact(
+            f"{url}: the database's encoding is {encoding}, in which any client can NOTIFY a "
+            "payload that the listening session does not survive (it cannot be read as UTF-8), "
+            "so every subscriber would see a gap. LISTEN/NOTIFY needs no table: point every "
+            "process's URL at a UTF8 database, e.g. one made with CREATE DATABASE "
+            "opal_broadcast ENCODING 'UTF8' TEMPLATE template0."
+        )
+    )
 
 
 def _statements(command: str, channels: list[str]) -> str:
