@@ -1,7 +1,8 @@
-"""Fixtures for the Redis backbone's tests: asyncio only, outages, a unix-socket server."""
+"""Fixtures for the Redis backbone's tests: asyncio only, outages, private unix-socket servers."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -81,13 +82,45 @@ async def proxy_to(
 @pytest.fixture(scope="session")
 def unix_socket_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A private redis-server listening on a unix socket only (no TCP port); its socket path."""
+    with private_redis(tmp_path_factory, "redis-unix") as socket:
+        yield socket
+
+
+@pytest.fixture(scope="session")
+def roomy_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server (unix socket) that never drops a slow pub/sub client; its URL.
+
+    The shared server keeps Redis's default ``client-output-buffer-limit pubsub 32mb 8mb 60``:
+    a subscriber owed more than 32 MB (one 40 MiB message is enough) is disconnected at once.
+    """
+    options = ("--client-output-buffer-limit", "pubsub 0 0 0")
+    with private_redis(tmp_path_factory, "redis-roomy", *options) as socket:
+        yield f"unix://{socket}"
+
+
+@contextlib.contextmanager
+def private_redis(
+    tmp_path_factory: pytest.TempPathFactory, name: str, *options: str
+) -> Iterator[Path]:
+    """Run a redis-server on a unix socket only (no TCP port) while the caller holds it."""
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not Path(server).exists():
         missing("redis-server is not installed; run: uv run python -m tests.services up redis")
-    directory = tmp_path_factory.mktemp("redis-unix")
+    directory = tmp_path_factory.mktemp(name)
     socket = directory / "redis.sock"
     process = subprocess.Popen(
-        [server, "--port", "0", "--unixsocket", str(socket), "--save", "", "--dir", str(directory)],
+        [
+            server,
+            "--port",
+            "0",
+            "--unixsocket",
+            str(socket),
+            "--save",
+            "",
+            "--dir",
+            str(directory),
+            *options,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -34,6 +34,7 @@ from opal_broadcast.plugin import (
     MessageTooLarge,
 )
 
+from ._decode import CHECK_FROM, text_or_bytes
 from ._errors import check_reply
 from ._handshake import open_wire
 from ._options import RedisConfig
@@ -235,10 +236,14 @@ class RedisConnection:
         if name is None:
             return  # unsubscribed while the message was on its way
         if self._decode:
-            try:
-                self._deliver(name, data.decode())
-            except UnicodeDecodeError:
-                self._deliver(name, data)
+            if len(data) < CHECK_FROM:
+                try:
+                    message: str | bytes = data.decode()
+                except UnicodeDecodeError:
+                    message = data
+            else:  # a failed decode() would copy all of it: see _decode
+                message = text_or_bytes(data)
+            self._deliver(name, message)
         else:
             self._deliver(name, data)
 

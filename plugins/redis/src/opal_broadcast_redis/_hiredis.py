@@ -13,7 +13,7 @@ import importlib
 import logging
 from typing import Any
 
-from ._resp import ErrorReply, Parser, ProtocolError, Reply
+from ._resp import LONG, ErrorReply, Parser, ProtocolError, Reply
 
 __all__ = ["HiredisParser", "new_parser", "parser_name"]
 
@@ -24,23 +24,59 @@ _hiredis: Any = False
 
 
 class HiredisParser:
-    """:class:`~._resp.Parser`'s interface on hiredis's ``Reader``."""
+    """:class:`~._resp.Parser`'s interface on hiredis's ``Reader``.
 
-    __slots__ = ("_reader",)
+    Memory: the reader copies every read into its own buffer, which grows to the size of the
+    longest reply and is released only at a later read, and then copies each bulk string out of
+    it. So after a reply of :data:`~._resp.LONG` bytes or more that took several reads, the
+    reader is replaced before the reply is delivered (what followed the reply in the last read
+    is fed to the new one): a 100 MiB message costs about twice its size for the moment of that
+    copy, instead of its copy plus the buffer for as long as the message is being handled.
+    """
+
+    __slots__ = ("_hiredis", "_reader", "_stalled")
 
     def __init__(self, hiredis: Any) -> None:
-        self._reader = hiredis.Reader(protocolError=ProtocolError, replyError=ErrorReply)
+        self._hiredis = hiredis
+        self._reader = self._new_reader()
+        #: Bytes fed since the last read that completed a reply.
+        self._stalled = 0
 
     def feed(self, data: bytes) -> list[Reply]:
         """Add ``data``; return every reply it completes (possibly none)."""
         reader = self._reader
         reader.feed(data)
-        replies: list[Reply] = []
+        reply = reader.gets()
+        if reply is False:
+            self._stalled += len(data)
+            return []
+        if self._stalled >= LONG:
+            reader = self._renew(data)
+        self._stalled = 0
+        replies: list[Reply] = [reply]
         reply = reader.gets()
         while reply is not False:
             replies.append(reply)
             reply = reader.gets()
         return replies
+
+    def _new_reader(self) -> Any:
+        return self._hiredis.Reader(protocolError=ProtocolError, replyError=ErrorReply)
+
+    def _renew(self, data: bytes) -> Any:
+        """A new reader fed what ``data`` holds after the long reply just taken from the old one.
+
+        The reply was completed by ``data`` and is more than 1 KiB, so hiredis has dropped the
+        bytes it consumed (it does once 1 KiB is consumed) and ``len()`` counts exactly the
+        bytes after the reply, all of them at the end of ``data``.
+        """
+        left = self._reader.len()
+        if left > len(data):  # not how hiredis keeps its buffer: keep the reader, never guess
+            return self._reader
+        reader = self._reader = self._new_reader()
+        if left:
+            reader.feed(data, len(data) - left)
+        return reader
 
 
 def _find_hiredis() -> Any:
