@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tracemalloc
 import uuid
+from pathlib import Path
 
 import anyio
 import pytest
@@ -321,3 +322,51 @@ async def test_consumer_spans_are_an_option(url):
     assert len(spans) == 3
     assert {s.kind.name for s in spans} == {"CONSUMER"}
     assert spans[0].attributes["messaging.operation.type"] == "process"
+
+
+def test_names_are_the_semantic_conventions_own():
+    """The metric names and attribute keys used are the constants of the pinned conventions
+    (opentelemetry-semantic-conventions), and the pinned version is one that package knows."""
+    from opentelemetry.semconv._incubating.attributes import messaging_attributes as messaging
+    from opentelemetry.semconv._incubating.metrics import messaging_metrics as metrics
+    from opentelemetry.semconv.attributes import error_attributes, server_attributes
+    from opentelemetry.semconv.schemas import Schemas
+
+    from opal_broadcast import _telemetry
+
+    source = Path(_telemetry.__file__).read_text()
+    for name in (
+        metrics.MESSAGING_CLIENT_OPERATION_DURATION,
+        metrics.MESSAGING_CLIENT_SENT_MESSAGES,
+        metrics.MESSAGING_CLIENT_CONSUMED_MESSAGES,
+        metrics.MESSAGING_PROCESS_DURATION,
+        messaging.MESSAGING_SYSTEM,
+        messaging.MESSAGING_OPERATION_NAME,
+        messaging.MESSAGING_OPERATION_TYPE,
+        messaging.MESSAGING_DESTINATION_NAME,
+        error_attributes.ERROR_TYPE,
+        server_attributes.SERVER_ADDRESS,
+        server_attributes.SERVER_PORT,
+    ):
+        assert f'"{name}"' in source, name
+    for operation in ("send", "receive", "process"):
+        assert messaging.MessagingOperationTypeValues(operation)
+    assert _telemetry.SCHEMA_URL in {schema.value for schema in Schemas}
+
+
+async def test_rejected_payloads_are_counted_per_channel(recorded):
+    """link.reject(): opal_broadcast.rejected counts on the payload's channel."""
+    from opal_broadcast._memory import MemoryConnection
+    from tests.core.test_registry import make_plugin
+
+    links = []
+
+    async def open(cls, url, options, link):
+        links.append(link)
+        return await MemoryConnection.open(url, options, link)
+
+    plugin = make_plugin("hostile2", open=classmethod(open))
+    async with Broadcast(f"hostile2://h-{uuid.uuid4().hex[:6]}", backend=plugin):
+        for _ in range(4):
+            links[0].reject("c", "garbage")
+    assert recorded.total("opal_broadcast.rejected", **{"messaging.destination.name": "c"}) == 4

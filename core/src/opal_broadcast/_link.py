@@ -41,6 +41,8 @@ class Link:
     def reject(self, channel: str, reason: str) -> None:
         if self.active:
             self.hub.rejects.report(str(self.hub.url), channel, self.hub.redact(reason))
+            if self.hub.telemetry is not None:
+                self.hub.telemetry.rejected(channel)
 
     def measure(self, name: str, value: float) -> None:
         if self.active:

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: The version of the OpenTelemetry semantic conventions followed here (messaging: development).
-SEMCONV_VERSION = "1.37.0"
+SEMCONV_VERSION = "1.44.0"
 SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
 #: ``attribute`` (the default) or ``omit``: whether channel names become an attribute.
 CHANNEL_NAMES_ENV = "OPAL_BROADCAST_OTEL_CHANNEL_NAMES"
@@ -234,6 +234,11 @@ class _Instruments:
                 description="Duration of processing operation.",
                 explicit_bucket_boundaries_advisory=list(_DURATION_BUCKETS),
             )
+            self.rejected = meter.create_counter(
+                "opal_broadcast.rejected",
+                unit="{payload}",
+                description="Payloads dropped because no opal-broadcast publisher wrote them.",
+            )
             self.probe_duration = meter.create_histogram(
                 "opal_broadcast.probe.duration",
                 unit="s",
@@ -392,6 +397,10 @@ class Telemetry:
             self._instruments.process_duration.record(seconds, self.attributes(channel, "process"))
         if span is not None:
             span.end()
+
+    def rejected(self, channel: str) -> None:
+        if self.metered:
+            self._instruments.rejected.add(1, self.attributes(channel))
 
     def dropped(self, channel: str) -> None:
         if self.metered:
