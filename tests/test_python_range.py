@@ -45,7 +45,7 @@ def test_every_suite_passes_on_the_python_range_with_the_newest_drivers(version,
     venv = tmp_path / "venv"
     run([uv, "venv", "--python", interpreter(version), str(venv)], cwd=ROOT, env=env, timeout=120)
     python = str(venv / "bin" / "python")
-    ours = ["-e", "core[testing]", "-e", "plugins/redis", "-e", "plugins/postgres"]
+    ours = ["-e", "core[testing,watch]", "-e", "plugins/redis", "-e", "plugins/postgres"]
     ours += ["-e", "plugins/kafka"]
     install = [uv, "pip", "install", "--quiet", "--upgrade", "--python", python]
     run([*install, *ours, *DRIVERS, *TEST_TOOLS], cwd=ROOT, env=env, timeout=600)
