@@ -52,7 +52,7 @@ def test_the_postgres_suite_passes_at_each_end_of_the_asyncpg_range(
     assert count > 100, collected
     env = clean_env()
     wanted = f"asyncpg=={_lowest()}" if end == "lowest" else "asyncpg"
-    packages = [str(ROOT / "core"), str(PLUGIN), wanted, "pytest", "anyio", "trio"]
+    packages = [str(ROOT / "core"), str(PLUGIN), wanted, "pytest", "anyio", "trio", "hypothesis"]
     python = str(fresh_venv(tmp_path, packages, env))
     version = run(
         [python, "-c", "import asyncpg; print(asyncpg.__version__)"], cwd=ROOT, env=env, timeout=60
