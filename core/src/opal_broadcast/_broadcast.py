@@ -58,7 +58,7 @@ class Broadcast:
     Timings, in seconds: ``connect_timeout`` (10), ``publish_timeout`` (5), ``probe_interval`` (5)
     and ``probe_timeout`` (5) for the liveness probe, ``reconnect_max_delay`` (5), the cap of the
     reconnection backoff. Each subscriber's queue is bounded by ``max_queue`` (10,000 messages) and
-    ``max_queue_bytes`` (32 MiB of message memory): the defaults of ``subscribe()``.
+    ``max_queue_bytes`` (32 MiB of payload): the defaults of ``subscribe()``.
     Each but ``connect_timeout`` (and ``gap_policy`` too) can also be given in the URL's query
     (``redis://cache/0?publish_timeout=2``), which is how ``OPAL_BROADCAST_URI`` sets them; a
     keyword argument wins over the query.

@@ -10,7 +10,6 @@ is changing that right now, is kept here too; :mod:`._subscriptions` decides whe
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,8 +19,6 @@ from ._events import Event, Gap
 from ._subscriber import Subscriber
 
 __all__ = ["Channel", "ChannelTable"]
-
-_size = sys.getsizeof
 
 
 class Channel:
@@ -79,7 +76,7 @@ class ChannelTable:
         if entry is None:
             return
         event = Event(channel, message)
-        size = _size(message)
+        size = len(message)  # bytes, or characters of text: see _subscriber
         for subscriber in entry.subscribers:
             subscriber.offer(event, size)
 
